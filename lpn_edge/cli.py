@@ -1,0 +1,92 @@
+"""The `lpn-edge` command line. Each command parses, calls one stage function and prints; imports are lazy so
+that `lpn-edge --help` answers at once."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lpn_edge.errors import LpnEdgeError
+
+app = typer.Typer(
+    name="lpn-edge",
+    help="LPN cross-view drone geo-localization: train, evaluate, export and run on the edge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect and validate data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def friendly_errors(command):
+    """Turn LpnEdgeError into one line on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except LpnEdgeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@friendly_errors
+def inspect(
+    source: Path = typer.Argument(..., help="A run config (.yaml) or an lpn-edge checkpoint (.pt)."),
+    view: str = typer.Option("drone", help="View whose embedding is computed: satellite, drone or ground."),
+):
+    """Build (or load) a model and print its architecture summary and embedding shape.
+
+    Example: lpn-edge inspect configs/cpu-small.yaml
+    """
+    from lpn_edge.inspect import inspect_model
+
+    typer.echo(inspect_model(source, view))
+
+
+@app.command("convert-official")
+@friendly_errors
+def convert_official(
+    src: Path = typer.Argument(..., help="state_dict saved by the authors' code (net_XXX.pth)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the lpn-edge checkpoint (.pt)."),
+    opts: Optional[Path] = typer.Option(None, "--opts", help="The run's opts.yaml (settings beside the weights)."),
+    block: Optional[int] = typer.Option(None, "--block", help="Number of parts n."),
+    views: Optional[int] = typer.Option(None, "--views", help="2 (CVUSA/CVACT) or 3 (University-1652)."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Stride of ResNet layer4: 1 or 2."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="avg, max or avg+max."),
+    classes: Optional[int] = typer.Option(None, "--classes", help="Number of training classes."),
+):
+    """Convert an official LPN checkpoint (wtyhub/LPN) into an lpn-edge checkpoint.
+
+    Example: lpn-edge convert-official net_119.pth --opts opts.yaml --out lpn_u1652.pt
+    """
+    from lpn_edge.checkpoint import save_checkpoint
+    from lpn_edge.model.official import convert_official as convert
+
+    model, report = convert(src, opts, parts=block, views=views, stride=stride, pool=pool, num_classes=classes)
+    save_checkpoint(out, model, report.config, metrics={}, source=str(src))
+    cfg = report.config.model
+    typer.echo(f"converted {src} -> {out}")
+    typer.echo(f"  {cfg.views}-view {cfg.backbone}, {cfg.parts} parts, pool {cfg.pool}, stride {cfg.stride}, "
+               f"{cfg.num_classes} classes, shared weights: {cfg.share_weights}")
+    typer.echo("  settings from: " + ", ".join(f"{k}={v}" for k, v in sorted(report.settings_source.items())))
+    if report.ignored_keys:
+        typer.echo(f"  ignored {len(report.ignored_keys)} unused torchvision classifier tensors (fc.* / classifier.*)")
+    if report.dropped_duplicate:
+        typer.echo(f"  dropped {report.dropped_duplicate}.* (duplicate of model_1, shared weights)")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Import of state_dicts saved by the authors' code (wtyhub/LPN three_view_net / two_view_net with LPN).
+
+Official keys (DESIGN.md section 3): `model_1.model.*` satellite trunk, `model_2.model.*` ground trunk,
+`model_3.model.*` drone trunk (a duplicate of model_1 when weights are shared, and sometimes absent then),
+`classifier{i}.add_block.{0,1}.*` and `classifier{i}.classifier.0.*`. Settings not recoverable from the tensors
+(stride, views when ambiguous, dropout, image size) come from the run's opts.yaml or explicit options.
+Their two-view models pool the satellite image with rings listed from the border inwards and the ground panorama
+with rows; their three-view models use centre-outwards rings for every view.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpn_edge.config import ModelConfig, RunConfig
+from lpn_edge.errors import LpnEdgeError
+
+_TRUNK_PREFIX = re.compile(r"^model_(\d)\.model\.(.+)$")
+_CLASSIFIER = re.compile(r"^classifier(\d+)\.(.+)$")
+# Parameters of the torchvision classifiers the authors kept inside their trunks but never call.
+_UNUSED_TRUNK_KEYS = re.compile(r"^(fc|classifier)\.")
+
+
+@dataclass
+class ConversionReport:
+    config: RunConfig
+    settings_source: dict[str, str] = field(default_factory=dict)  # setting -> "weights" | "opts.yaml" | "option" | "default"
+    ignored_keys: list[str] = field(default_factory=list)
+    dropped_duplicate: str | None = None
+
+
+def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise LpnEdgeError(f"official checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign files
+        raise LpnEdgeError(f"{path} is not a readable PyTorch state_dict ({type(exc).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not any(_CLASSIFIER.match(str(k)) for k in state):
+        raise LpnEdgeError(f"{path} does not look like an official LPN state_dict (no classifier<i>.* keys)")
+    # Models saved from nn.DataParallel carry a `module.` prefix.
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def read_official_opts(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        opts = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise LpnEdgeError(f"cannot read opts file {path}: {exc}") from None
+    if not isinstance(opts, dict):
+        raise LpnEdgeError(f"opts file {path} must be a mapping, got {type(opts).__name__}")
+    return opts
+
+
+def _trunks(state: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+    trunks: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        match = _TRUNK_PREFIX.match(key)
+        if match:
+            trunks.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    return trunks
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _infer_backbone(trunk: dict[str, torch.Tensor]) -> str:
+    if any(k.startswith("features.") for k in trunk):
+        return "vgg16"
+    if "layer1.0.conv3.weight" in trunk:
+        return "resnet50"
+    return "resnet34" if "layer3.5.conv1.weight" in trunk else "resnet18"
+
+
+def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] | None = None,
+                          **options: Any) -> ConversionReport:
+    """Work out the ModelConfig of an official state_dict. `options` (views, stride, pool, classes, block) win over
+    opts.yaml, which wins over what the tensors say; a contradiction with the tensors is an error."""
+    opts = opts or {}
+    sources: dict[str, str] = {}
+
+    def setting(name: str, opts_key: str, from_weights: Any, default: Any) -> Any:
+        for source, value in (("option", options.get(name)), ("opts.yaml", opts.get(opts_key)),
+                              ("weights", from_weights), ("default", default)):
+            if value is not None:
+                sources[name] = source
+                return value
+        raise AssertionError("unreachable")
+
+    trunks = _trunks(state)
+    if 1 not in trunks:
+        raise LpnEdgeError("official state_dict has no model_1.model.* keys (the satellite backbone)")
+    parts_in_weights = len({m.group(1) for k in state if (m := _CLASSIFIER.match(k))})
+    head_weight = state.get("classifier0.add_block.0.weight")
+    classes_weight = state.get("classifier0.classifier.0.weight")
+    if head_weight is None or classes_weight is None:
+        raise LpnEdgeError("official state_dict lacks classifier0.add_block.0.weight or classifier0.classifier.0.weight")
+    backbone = _infer_backbone(trunks[1])
+    from lpn_edge.model.backbones import OUT_CHANNELS
+
+    pool_from_weights = "avg+max" if head_weight.shape[1] == 2 * OUT_CHANNELS[backbone] else None
+    views_from_weights = 3 if 3 in trunks else None
+    views = int(setting("views", "views", views_from_weights, None) or 0)
+    if views not in (2, 3):
+        raise LpnEdgeError("cannot tell a two-view model from a three-view model whose shared model_3 keys were "
+                           "dropped: pass --views 2|3 or --opts opts.yaml")
+    shared_partner = 3 if views == 3 else 2
+    if shared_partner in trunks:
+        share_from_weights = _same(trunks[1], trunks[shared_partner])
+    else:
+        share_from_weights = True
+    share = bool(setting("share_weights", "share", share_from_weights, None))
+    parts = int(setting("parts", "block", parts_in_weights, None))
+    config = ModelConfig(
+        backbone=backbone,
+        stride=int(setting("stride", "stride", None, 1)),
+        parts=parts,
+        pool=str(setting("pool", "pool", pool_from_weights, "avg")),
+        views=views,
+        share_weights=share,
+        dropout=float(setting("dropout", "droprate", None, 0.75)),
+        num_classes=int(setting("num_classes", "nclasses", classes_weight.shape[0], None)),
+        bottleneck=int(head_weight.shape[0]),
+        satellite_partition="ring" if views == 3 else "ring_outer_first",
+        ground_partition="ring" if views == 3 else "row",
+        image_size=(int(setting("height", "h", None, 256)), int(setting("width", "w", None, 256))),
+    )
+    sources["backbone"] = "weights"
+    return ConversionReport(config=RunConfig(model=config), settings_source=sources)
+
+
+def map_official_state_dict(state: dict[str, torch.Tensor], config: ModelConfig,
+                            report: ConversionReport) -> dict[str, torch.Tensor]:
+    """Rename official keys to ours. Unused torchvision classifier keys are dropped and listed in the report."""
+    trunk_branch = {1: "satellite", 2: "ground", 3: "drone"}
+    if config.views == 2:
+        trunk_branch = {1: "satellite", 2: "ground"}
+    shared_duplicate = 3 if config.views == 3 else 2
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        trunk_match, head_match = _TRUNK_PREFIX.match(key), _CLASSIFIER.match(key)
+        if trunk_match:
+            index, rest = int(trunk_match.group(1)), trunk_match.group(2)
+            if _UNUSED_TRUNK_KEYS.match(rest):
+                report.ignored_keys.append(key)
+                continue
+            if config.share_weights and index == shared_duplicate:
+                report.dropped_duplicate = f"model_{index}"
+                continue
+            branch = trunk_branch.get(index)
+            mapped[f"backbones.{branch}.{rest}" if branch else key] = value
+        elif head_match:
+            mapped[f"classifiers.{head_match.group(1)}.{head_match.group(2)}"] = value
+        else:
+            mapped[key] = value
+    return mapped
+
+
+def convert_official(src: str | Path, opts_path: str | Path | None = None, **options: Any):
+    """Read an official state_dict (+ optional opts.yaml) and return (LPN, ConversionReport).
+
+    Every tensor must be used and every shape must match; otherwise an LpnEdgeError lists the missing, unexpected
+    and mis-shaped keys.
+    """
+    from lpn_edge.model import LPN
+
+    state = read_official_state_dict(src)
+    opts = read_official_opts(opts_path) if opts_path else None
+    report = official_model_config(state, opts, **{k: v for k, v in options.items() if v is not None})
+    config = report.config.model
+    if config.share_weights and (3 if config.views == 3 else 2) in _trunks(state):
+        partner = 3 if config.views == 3 else 2
+        if not _same(_trunks(state)[1], _trunks(state)[partner]):
+            raise LpnEdgeError(f"{src}: weights are declared shared but model_{partner} differs from model_1")
+    model = LPN(config)
+    mapped = map_official_state_dict(state, config, report)
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in mapped)
+    unexpected = sorted(k for k in mapped if k not in expected)
+    misshaped = sorted(f"{k} {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
+                       for k in mapped if k in expected and mapped[k].shape != expected[k].shape)
+    if missing or unexpected or misshaped:
+        def listing(name: str, keys: list[str]) -> str:
+            return f"{len(keys)} {name}" + (f" ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})" if keys else "")
+        raise LpnEdgeError(
+            f"{src} does not match a {config.views}-view {config.backbone} LPN with {config.parts} parts: "
+            f"{listing('missing', missing)}; {listing('unexpected', unexpected)}; {listing('mis-shaped', misshaped)}"
+        )
+    model.load_state_dict(mapped)
+    return model.eval(), report

@@ -1,0 +1,74 @@
+"""Backbone initialisation: torchvision's ImageNet weights (from the torch cache) or a local file."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lpn_edge.errors import LpnEdgeError
+
+# torchvision weight enums per backbone (VGG16 is the batch-norm variant the authors use).
+_IMAGENET = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "vgg16": "VGG16_BN_Weights",
+}
+
+
+def imagenet_cache_path(backbone: str) -> tuple[Path, str]:
+    """Where torchvision looks for the backbone's ImageNet weights, and the URL they come from."""
+    import torchvision
+
+    weights = getattr(torchvision.models, _IMAGENET[backbone]).IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url), weights.url
+
+
+def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    path, url = imagenet_cache_path(backbone)
+    if not path.exists():
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(20)  # an offline machine should fail in seconds, not hang
+        try:
+            torch.hub.load_state_dict_from_url(url, progress=False)
+        except Exception as exc:  # noqa: BLE001 - any download failure gets the same advice
+            raise LpnEdgeError(
+                f"ImageNet weights for {backbone} are not in the torch cache and could not be downloaded ({exc}). "
+                f"Place the file {path.name} (from {url}) at {path}, or pass --backbone-weights PATH or none."
+            ) from None
+        finally:
+            socket.setdefaulttimeout(previous)
+    return _read_state_dict(path)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise LpnEdgeError(f"backbone weights file {path} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise LpnEdgeError(f"cannot read backbone weights {path}: not a torch state_dict ({type(exc).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise LpnEdgeError(f"backbone weights {path} must hold a state_dict, got {type(state).__name__}")
+    return state
+
+
+def load_backbone_weights(trunk: nn.Module, backbone: str, source: str) -> None:
+    """Fill `trunk` from "imagenet" or a torchvision-style state_dict file; the classifier (fc.*) is ignored."""
+    state = _imagenet_state_dict(backbone) if source == "imagenet" else _read_state_dict(Path(source))
+    wanted = trunk.state_dict()
+    usable = {k: v for k, v in state.items() if k in wanted}
+    missing = [k for k in wanted if k not in usable]
+    mismatched = [k for k, v in usable.items() if v.shape != wanted[k].shape]
+    if missing or mismatched:
+        raise LpnEdgeError(
+            f"backbone weights {source} do not fit {backbone}: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}), {len(mismatched)} shape mismatches (e.g. {mismatched[:3]})"
+        )
+    trunk.load_state_dict(usable)

@@ -206,7 +206,7 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         raise LpnEdgeError(
-            f"unknown config key {prefix}{unknown[0]!r} in {source}; valid keys"
+            f"unknown config key '{prefix}{unknown[0]}' in {source}; valid keys"
             f"{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
         )
     kwargs = {}

@@ -63,12 +63,15 @@ def load_backbone_weights(trunk: nn.Module, backbone: str, source: str) -> None:
     """Fill `trunk` from "imagenet" or a torchvision-style state_dict file; the classifier (fc.*) is ignored."""
     state = _imagenet_state_dict(backbone) if source == "imagenet" else _read_state_dict(Path(source))
     wanted = trunk.state_dict()
-    usable = {k: v for k, v in state.items() if k in wanted}
+    # The ImageNet classifier (ResNet fc.*, VGG classifier.*) is not part of the trunk.
+    usable = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
     missing = [k for k in wanted if k not in usable]
-    mismatched = [k for k, v in usable.items() if v.shape != wanted[k].shape]
-    if missing or mismatched:
+    unexpected = [k for k in usable if k not in wanted]
+    mismatched = [k for k, v in usable.items() if k in wanted and v.shape != wanted[k].shape]
+    if missing or unexpected or mismatched:
         raise LpnEdgeError(
-            f"backbone weights {source} do not fit {backbone}: {len(missing)} missing keys "
-            f"(e.g. {missing[:3]}), {len(mismatched)} shape mismatches (e.g. {mismatched[:3]})"
+            f"backbone weights {source} do not fit {backbone}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(mismatched)} shape mismatches "
+            f"(e.g. {mismatched[:3]})"
         )
     trunk.load_state_dict(usable)

@@ -1,0 +1,79 @@
+import pytest
+
+from lpn_edge.config import RunConfig, load_config, parse_override, save_config
+from lpn_edge.errors import LpnEdgeError
+
+CONFIGS = ["university1652.yaml", "university1652-authors.yaml", "cvusa.yaml", "cvact.yaml", "cpu-small.yaml"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_recipes_load(name):
+    from pathlib import Path
+
+    import lpn_edge
+
+    config = load_config(Path(lpn_edge.__file__).parent / "configs" / name)
+    assert config.model.parts >= 1
+
+
+def test_paper_recipe_values():
+    from pathlib import Path
+
+    import lpn_edge
+
+    paper = load_config(Path(lpn_edge.__file__).parent / "configs" / "university1652.yaml")
+    assert (paper.model.backbone, paper.model.stride, paper.model.parts, paper.model.dropout) == ("resnet50", 1, 4, 0.75)
+    assert paper.model.share_weights and paper.model.views == 3 and paper.data.use_google
+    assert (paper.train.lr_backbone, paper.train.lr_head, paper.train.lr_steps) == (0.001, 0.01, (80,))
+    authors = load_config(Path(lpn_edge.__file__).parent / "configs" / "university1652-authors.yaml")
+    assert (authors.train.lr_backbone, authors.train.lr_head) == (0.0001, 0.001)
+
+
+def test_round_trip(tmp_path):
+    config = RunConfig().replace({"model.parts": 6, "train.lr_steps": [10, 20], "model.image_size": [192, 160]})
+    save_config(config, tmp_path / "run.yaml")
+    assert load_config(tmp_path / "run.yaml") == config
+
+
+def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  partz: 4\n")
+    with pytest.raises(LpnEdgeError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "model.partz" in message and str(path) in message and "parts" in message and "backbone" in message
+
+
+def test_unknown_section(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("modle:\n  parts: 4\n")
+    with pytest.raises(LpnEdgeError, match="'modle'.*model, data, train, export"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("model:\n  parts: four\n", "model.parts.*number"),
+    ("model:\n  backbone: resnet101\n", "model.backbone must be one of"),
+    ("train:\n  nesterov: 1\n", "train.nesterov.*true or false"),
+    ("model: [1, 2]\n", "must be a mapping"),
+    ("model:\n  parts: [4\n", "not valid YAML"),
+])
+def test_bad_values_are_errors(tmp_path, text, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(LpnEdgeError, match=match):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(LpnEdgeError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_overrides():
+    assert parse_override("train.epochs=2") == ("train.epochs", 2)
+    assert parse_override("model.image_size=[96, 96]") == ("model.image_size", [96, 96])
+    with pytest.raises(LpnEdgeError, match="section.key=value"):
+        parse_override("epochs")
+    with pytest.raises(LpnEdgeError, match="unknown config key"):
+        RunConfig().replace({"train.epoch": 3})

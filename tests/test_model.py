@@ -1,0 +1,137 @@
+import math
+
+import pytest
+import torch
+
+from lpn_edge.config import ModelConfig
+from lpn_edge.errors import LpnEdgeError
+from lpn_edge.model import LPN, build_model
+from lpn_edge.model.partition import pool_parts
+
+from conftest import randomise_batchnorm
+
+
+def tiny(**overrides):
+    fields = dict(backbone="resnet18", num_classes=7, image_size=(64, 64), dropout=0.5)
+    fields.update(overrides)
+    torch.manual_seed(0)
+    model = LPN(ModelConfig(**fields))
+    randomise_batchnorm(model)
+    return model.eval()
+
+
+def test_training_mode_returns_part_logits_for_every_view():
+    model = tiny().train()
+    out = model({"satellite": torch.randn(2, 3, 64, 64), "drone": torch.randn(2, 3, 64, 64),
+                 "ground": torch.randn(2, 3, 64, 64), "google": torch.randn(2, 3, 64, 64)})
+    assert set(out) == {"satellite", "drone", "ground", "google"}
+    assert all(len(logits) == 4 and logits[0].shape == (2, 7) for logits in out.values())
+
+
+@pytest.mark.parametrize("views,share,expected", [
+    (3, True, {"satellite", "ground"}), (3, False, {"satellite", "drone", "ground"}),
+    (2, False, {"satellite", "ground"}), (2, True, {"satellite"}),
+])
+def test_weight_sharing_decides_the_trunks(views, share, expected):
+    model = LPN(ModelConfig(backbone="resnet18", views=views, share_weights=share, num_classes=3))
+    assert set(model.backbones) == expected
+
+
+def test_two_view_model_refuses_drone_images():
+    model = tiny(views=2, share_weights=False)
+    with pytest.raises(LpnEdgeError, match="drone"):
+        model.embed(torch.randn(1, 3, 64, 64), "drone")
+
+
+def test_stride_one_halves_the_downsampling():
+    x = torch.randn(1, 3, 64, 64)
+    assert tiny(stride=1).feature_map(x, "drone").shape == (1, 512, 4, 4)
+    assert tiny(stride=2).feature_map(x, "drone").shape == (1, 512, 2, 2)
+    resnet50 = LPN(ModelConfig(backbone="resnet50", stride=1, num_classes=3)).eval()
+    with torch.no_grad():
+        assert resnet50.feature_map(x, "satellite").shape == (1, 2048, 4, 4)
+    vgg = LPN(ModelConfig(backbone="vgg16", num_classes=3)).eval()
+    with torch.no_grad():
+        assert vgg.feature_map(x, "satellite").shape == (1, 512, 2, 2)
+
+
+def test_embeddings_have_unit_norm_and_official_layout():
+    model = tiny(parts=3)
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        embedding = model.embed(x, "drone", flip=False)
+        bottlenecks = model.bottlenecks(x, "drone")  # (B, 512, n)
+    assert embedding.shape == (5, 512 * 3)
+    assert torch.allclose(embedding.norm(dim=1), torch.ones(5), atol=1e-5)
+    # index = channel * n + part, each part L2-normalised and divided by sqrt(n)
+    for part in range(3):
+        expected = bottlenecks[:, :, part] / bottlenecks[:, :, part].norm(dim=1, keepdim=True) / math.sqrt(3)
+        assert torch.allclose(embedding[:, part::3], expected, atol=1e-6)
+
+
+def test_flip_sums_bottlenecks_before_normalisation():
+    model = tiny()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        summed = model.bottlenecks(x, "satellite") + model.bottlenecks(x.flip(3), "satellite")
+        embedding = model.embed(x, "satellite", flip=True)
+        unflipped = model.embed(x, "satellite", flip=False)
+    parts = summed / summed.norm(dim=1, keepdim=True) / 2.0
+    assert torch.allclose(embedding, parts.flatten(1), atol=1e-6)
+    assert not torch.allclose(embedding, unflipped, atol=1e-3)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg+max"])
+def test_max_and_avg_max_heads(pool):
+    model = tiny(pool=pool)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feature_map = model.feature_map(x, "drone")
+        expected = pool_parts(feature_map, 4, "ring", pool)
+        assert torch.equal(model.pool(feature_map, "drone"), expected)
+        assert model.embed(x, "drone").shape == (2, 2048)
+    assert model.classifiers[0].add_block[0].in_features == (1024 if pool == "avg+max" else 512)
+
+
+def test_embed_refuses_training_mode():
+    with pytest.raises(LpnEdgeError, match="eval"):
+        tiny().train().embed(torch.randn(2, 3, 64, 64), "drone")
+
+
+def test_head_initialisation_follows_the_authors():
+    model = tiny(num_classes=50)
+    head = model.classifiers[0]
+    assert head.classifier[0].weight.std().item() == pytest.approx(0.001, rel=0.2)
+    assert head.add_block[0].bias.abs().max().item() == 0.0
+    assert head.add_block[1].weight.mean().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_backbone_weights_from_a_file(tmp_path):
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    model = build_model(ModelConfig(backbone="resnet18", num_classes=3), backbone_weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(model.backbones["satellite"].conv1.weight, net.conv1.weight)
+    assert torch.equal(model.backbones["ground"].layer4[1].conv2.weight, net.layer4[1].conv2.weight)
+
+
+def test_backbone_weights_of_the_wrong_architecture_are_refused(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(LpnEdgeError, match="do not fit resnet18"):
+        build_model(ModelConfig(backbone="resnet18", num_classes=3), backbone_weights=str(tmp_path / "r34.pth"))
+    with pytest.raises(LpnEdgeError, match="does not exist"):
+        build_model(ModelConfig(backbone="resnet18", num_classes=3), backbone_weights=str(tmp_path / "nope.pth"))
+
+
+def test_missing_imagenet_weights_name_the_file_to_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _offline)
+    with pytest.raises(LpnEdgeError, match=r"resnet18-f37072fd\.pth.*hub/checkpoints"):
+        build_model(ModelConfig(backbone="resnet18", num_classes=3), backbone_weights="imagenet")
+
+
+def _offline(*args, **kwargs):
+    raise OSError("network is unreachable")

@@ -1,0 +1,129 @@
+"""Official-checkpoint import: key mapping, settings, refusal messages and numerical parity."""
+
+import pytest
+import torch
+import torchvision
+import yaml
+from typer.testing import CliRunner
+
+import lpn_edge
+from lpn_edge.cli import app
+from lpn_edge.errors import LpnEdgeError
+from lpn_edge.model.official import convert_official
+
+from conftest import randomise_batchnorm
+from reference_lpn import official_embedding
+
+
+def official_resnet(arch: str, stride: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, arch)(weights=None)
+    if stride == 1:
+        block = net.layer4[0]
+        (block.conv2 if arch == "resnet50" else block.conv1).stride = (1, 1)
+        block.downsample[0].stride = (1, 1)
+    randomise_batchnorm(net, seed)
+    return net.eval()
+
+
+def official_state_dict(arch="resnet50", block=4, classes=11, views=3, duplicate_model_3=True, stride=1):
+    """A state_dict in the authors' key layout with random weights and random BatchNorm statistics."""
+    satellite, ground = official_resnet(arch, stride, 1), official_resnet(arch, stride, 2)
+    state = {f"model_1.model.{k}": v for k, v in satellite.state_dict().items()}
+    state.update({f"model_2.model.{k}": v for k, v in ground.state_dict().items()})
+    if views == 3 and duplicate_model_3:
+        state.update({f"model_3.model.{k}": v for k, v in satellite.state_dict().items()})
+    channels = 2048 if arch == "resnet50" else 512
+    generator = torch.Generator().manual_seed(3)
+    for i in range(block):
+        p = f"classifier{i}."
+        state[p + "add_block.0.weight"] = torch.randn(512, channels, generator=generator) * 0.02
+        state[p + "add_block.0.bias"] = torch.randn(512, generator=generator) * 0.1
+        state[p + "add_block.1.weight"] = 1 + 0.1 * torch.randn(512, generator=generator)
+        state[p + "add_block.1.bias"] = 0.1 * torch.randn(512, generator=generator)
+        state[p + "add_block.1.running_mean"] = 0.1 * torch.randn(512, generator=generator)
+        state[p + "add_block.1.running_var"] = 0.5 + torch.rand(512, generator=generator)
+        state[p + "add_block.1.num_batches_tracked"] = torch.tensor(100)
+        state[p + "classifier.0.weight"] = 0.001 * torch.randn(classes, 512, generator=generator)
+        state[p + "classifier.0.bias"] = torch.zeros(classes)
+    return state, satellite
+
+
+def trunk_of(net):
+    def forward(x):
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+    return forward
+
+
+@pytest.mark.parametrize("duplicate", [True, False])
+def test_resnet50_parity_with_independent_computation(tmp_path, duplicate):
+    state, satellite = official_state_dict(duplicate_model_3=duplicate)
+    torch.save(state, tmp_path / "net_119.pth")
+    model, report = convert_official(tmp_path / "net_119.pth", views=None if duplicate else 3)
+    cfg = model.config
+    assert (cfg.backbone, cfg.parts, cfg.views, cfg.share_weights, cfg.num_classes) == ("resnet50", 4, 3, True, 11)
+    assert len(report.ignored_keys) == (6 if duplicate else 4)  # fc.weight / fc.bias of each stored trunk
+    images = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        ours = model.embed(images, "drone")
+        reference = official_embedding(trunk_of(satellite), state, images, 4)
+    cosine = torch.nn.functional.cosine_similarity(ours, reference, dim=1)
+    assert ours.shape == (2, 2048)
+    assert cosine.min().item() >= 0.99999
+
+
+def test_cli_conversion_with_opts_yaml(tmp_path):
+    state, satellite = official_state_dict(arch="resnet18", block=2, classes=5)
+    torch.save(state, tmp_path / "net.pth")
+    (tmp_path / "opts.yaml").write_text(yaml.safe_dump(
+        {"block": 2, "stride": 1, "views": 3, "share": True, "pool": "avg", "droprate": 0.75, "h": 128, "w": 128,
+         "nclasses": 5, "LPN": True, "lr": 0.001}))
+    result = CliRunner().invoke(app, ["convert-official", str(tmp_path / "net.pth"), "--opts",
+                                      str(tmp_path / "opts.yaml"), "--out", str(tmp_path / "ours.pt")])
+    assert result.exit_code == 0, result.output
+    assert "stride=opts.yaml" in result.output and "dropped model_3" in result.output
+    model = lpn_edge.load_model(tmp_path / "ours.pt")
+    assert model.config.image_size == (128, 128) and model.config.dropout == 0.75
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(
+            model.embed(images, "satellite"), official_embedding(trunk_of(satellite), state, images, 2), dim=1)
+    assert cosine.min().item() >= 0.99999
+
+
+def test_mismatches_are_listed(tmp_path):
+    state, _ = official_state_dict(arch="resnet18", block=2, classes=5)
+    del state["classifier1.add_block.1.running_var"]
+    state["classifier0.add_block.0.bias"] = torch.zeros(256)
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "net.pth")
+    with pytest.raises(LpnEdgeError) as info:
+        convert_official(tmp_path / "net.pth")
+    message = str(info.value)
+    assert "1 missing (classifiers.1.add_block.1.running_var)" in message
+    assert "1 unexpected (extra.weight)" in message
+    assert "1 mis-shaped (classifiers.0.add_block.0.bias (256,) vs (512,))" in message
+
+
+def test_ambiguous_view_count_asks_for_views(tmp_path):
+    state, _ = official_state_dict(arch="resnet18", block=2, duplicate_model_3=False)
+    torch.save(state, tmp_path / "net.pth")
+    with pytest.raises(LpnEdgeError, match="--views"):
+        convert_official(tmp_path / "net.pth")
+
+
+def test_two_view_model_uses_outer_first_rings_and_rows(tmp_path):
+    state, _ = official_state_dict(arch="resnet18", block=3, views=2)
+    torch.save(state, tmp_path / "net.pth")
+    model, _ = convert_official(tmp_path / "net.pth", views=2)
+    assert model.config.satellite_partition == "ring_outer_first" and model.config.ground_partition == "row"
+    assert not model.config.share_weights
+
+
+def test_cli_refuses_garbage_with_one_line(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(app, ["convert-official", str(tmp_path / "junk.pth"), "--out", str(tmp_path / "o.pt")])
+    assert result.exit_code == 2
+    assert "junk.pth is not a readable PyTorch state_dict" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o.pt").exists()

@@ -1,0 +1,97 @@
+"""Images for parity checks and int8 calibration: a tiny PIL + numpy loader with the model's preprocessing.
+
+Preprocessing (the authors' test transform): RGB, resize to (H, W) with bicubic interpolation, scale to [0, 1],
+subtract the ImageNet mean and divide by its std per channel; layout NCHW float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lpn_edge.errors import LpnEdgeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Real University-1652 imagery shared beside the repository (see its README); used when present.
+DEFAULT_PARITY_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "u1652-mosaic"
+
+
+def preprocessing(size: tuple[int, int]) -> dict:
+    """What a runtime must do to a photo before the exported model sees it (stored in the artifact metadata)."""
+    return {"size": list(size), "resize": "bicubic", "channel_order": "RGB", "scale": "1/255",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "layout": "NCHW", "dtype": "float32"}
+
+
+def load_images(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+    """Decode and preprocess images: (N, 3, H, W) float32, ImageNet-normalised."""
+    from PIL import Image
+
+    height, width = size
+    mean = np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
+    std = np.asarray(IMAGENET_STD, np.float32)[:, None, None]
+    out = np.empty((len(paths), 3, height, width), np.float32)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+        except OSError as exc:
+            raise LpnEdgeError(f"cannot read image {path}: {exc}") from None
+        out[i] = (np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255.0 - mean) / std
+    return out
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file under `folder` (recursively), sorted, so runs are reproducible."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def calibration_images(folder: Path, size: tuple[int, int], minimum: int) -> np.ndarray:
+    """All images of the calibration folder, preprocessed: (N, 3, H, W); refuses fewer than `minimum`."""
+    paths = list_images(folder)
+    if len(paths) < minimum:
+        raise LpnEdgeError(f"--calib {folder} holds {len(paths)} images ({', '.join(IMAGE_SUFFIXES)}); int8 "
+                           f"calibration needs at least {minimum}")
+    return load_images(paths, size)
+
+
+@dataclass(frozen=True)
+class ParitySet:
+    """Images every backend embeds: rows [:queries] are queries, the rest the gallery searched for their top-1."""
+
+    name: str  # "random" or the data set's name
+    images: np.ndarray  # (queries + gallery, 3, H, W) float32
+    queries: int
+
+
+def random_set(size: tuple[int, int], queries: int, gallery: int, seed: int = 0) -> ParitySet:
+    """Standard-normal images (the range of ImageNet-normalised pixels), reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((queries + gallery, 3, *size), dtype=np.float32)
+    return ParitySet("random", images, queries)
+
+
+def real_set(data_dir: Path, size: tuple[int, int], queries: int, gallery: int) -> ParitySet | None:
+    """Drone photos as queries, satellite photos as gallery from a University-1652 style folder; None if absent.
+
+    Layout: `drone/<id>/<id>.jpg` and `satellite/<id>/<id>.jpg`. All go through the exported view's model: the
+    check is that every backend ranks the same, not that the views match.
+    """
+    drone, satellite = list_images(Path(data_dir) / "drone"), list_images(Path(data_dir) / "satellite")
+    if len(drone) < queries or len(satellite) < gallery:
+        return None
+    images = load_images(drone[:queries] + satellite[:gallery], size)
+    return ParitySet(Path(data_dir).resolve().name, images, queries)
+
+
+def parity_sets(size: tuple[int, int], queries: int, gallery: int, data_dir: Path | None) -> list[ParitySet]:
+    """The random set, plus the real set when `data_dir` holds enough images."""
+    sets = [random_set(size, queries, gallery)]
+    if data_dir is not None:
+        real = real_set(data_dir, size, queries, gallery)
+        if real is not None:
+            sets.append(real)
+    return sets

@@ -1,0 +1,109 @@
+"""AOTInductor packages (`.pt2`): the embedding model compiled ahead of time, runnable without the model's code.
+
+`torch.export` (example batch 2, dynamic batch dimension) -> `torch._inductor.aoti_compile_and_package` -> loaded
+back with `torch._inductor.aoti_load_package`. The package is compiled for one device: CUDA when this machine has
+it, else CPU (said in the output and recorded in the sidecar). Compiling needs a C++ compiler in both cases.
+On a 2-core CPU a ResNet-18 LPN at 64x64 px compiles in about 30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lpn_edge.errors import LpnEdgeError
+from lpn_edge.export.metadata import sidecar_path, write_sidecar
+from lpn_edge.export.reference import exact_fp32
+from lpn_edge.export.staging import Staging
+
+TRACE_BATCH = 2  # a batch of 1 would be specialised (DESIGN.md section 9)
+
+
+def require_compiler() -> str:
+    """The C++ compiler Inductor will call (it honours $CXX, default g++); one-line error when there is none."""
+    compiler = os.environ.get("CXX", "g++")
+    found = shutil.which(compiler)
+    if found is None:
+        raise LpnEdgeError(f"--pt2 compiles C++ and needs a compiler: {compiler!r} was not found (install g++ or "
+                           "set CXX)")
+    return found
+
+
+def compile_pt2(module: torch.nn.Module, size: tuple[int, int], path: Path, batch: tuple[int, int, int],
+                device: torch.device) -> None:
+    """Export `module` ((N, 3, H, W) -> (N, D)) and compile it into the AOTInductor package `path` (".pt2").
+
+    The batch dimension is dynamic over [batch min, max(batch max, 2)]: the trace needs 2 examples.
+    """
+    module = module.eval().to(device)
+    example = torch.randn(TRACE_BATCH, 3, *size, device=device)
+    with torch.no_grad(), exact_fp32():
+        module(example)  # builds cached constants (ring weights) outside the trace, as for ONNX
+        dim = torch.export.Dim("batch", min=batch[0], max=max(batch[2], TRACE_BATCH))
+        try:
+            exported = torch.export.export(module, (example,), dynamic_shapes={"images": {0: dim}})
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+        except Exception as exc:  # noqa: BLE001 - export and Inductor raise many types; the user needs one line
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise LpnEdgeError(f"pt2 compilation failed ({type(exc).__name__}: {detail})") from None
+
+
+def run_pt2(path: Path, images: np.ndarray, device: torch.device, batch: int) -> np.ndarray:
+    """(N, 3, H, W) float32 -> (N, D) float32 with the compiled package, in chunks of at most `batch` images."""
+    compiled = torch._inductor.aoti_load_package(str(path))
+    outputs = []
+    with torch.no_grad(), exact_fp32():
+        for start in range(0, len(images), batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).to(device)
+            outputs.append(compiled(chunk).float().cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def device_info(device: torch.device) -> dict:
+    """What the package was compiled for (checked by whoever loads it)."""
+    info = {"device": device.type, "torch_version": torch.__version__, "machine": platform.machine()}
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        info.update(gpu_name=torch.cuda.get_device_name(device), compute_capability=f"{major}.{minor}",
+                    cuda_version=torch.version.cuda)
+    return info
+
+
+def build_and_check_pt2(job, variant) -> None:
+    """Compile the full embedding graph, check parity against PyTorch, then keep the package and its sidecar.
+
+    job: the pipeline's export job (model, parity sets, result); variant: its full-graph `GraphVariant`.
+    """
+    from lpn_edge.checkpoint import file_fingerprint
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    final = job.out_dir / f"{variant.stem}.pt2"
+    if device.type == "cpu":
+        job.result.notes.append(f"{final.name}: compiled for CPU (no CUDA device here); it runs on CPU only")
+        job.progress(f"note: {job.result.notes[-1]}")
+    job.progress(f"compiling {final.name} (AOTInductor, {device.type}; takes a while)")
+    lo, _opt, hi = job.request.batch
+    batch = (lo, _opt, max(hi, TRACE_BATCH))
+    module = variant.module if device.type == "cpu" else _on_device(variant.module, device)
+    with Staging() as stage:
+        tmp = stage.path(final)
+        compile_pt2(module, job.size, tmp, batch, device)
+        job.check_parity(final.name, f"aotinductor-{device.type}", "fp32",
+                         lambda images: run_pt2(tmp, images, device, batch[2]))
+        meta = {**variant.metadata, "precision": "fp32", "batch": list(batch), **device_info(device),
+                "artifact_fingerprint": file_fingerprint(tmp)}
+        meta.pop("opset", None)  # an ONNX notion
+        write_sidecar(stage.path(sidecar_path(final)), meta)
+    job.add(final, "pt2", "fp32", variant.output_name)
+    job.add(sidecar_path(final), "pt2", "fp32", "sidecar")
+
+
+def _on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(module).to(device)

@@ -1,0 +1,70 @@
+"""The heads of a split export, in numpy only: feature map -> embedding, as a torch-free runtime computes it.
+
+A split export is a backbone graph (images -> feature map) plus this file's `.npz`:
+  ring_weights (h*w, n) float32   avg partition pooling: pooled = feature_map.reshape(N, C, h*w) @ ring_weights
+  weight       (n, B, C) float32  per part, the bottleneck Linear with its BatchNorm folded in (B = 512)
+  bias         (n, B)    float32  the folded bias
+  bias_scale   ()        float32  2 when the graph outputs the sum of the maps of the image and its mirror
+                                  (test-time flip, "flip_summed"), else 1: everything after the backbone is affine,
+                                  so bottleneck(x) + bottleneck(mirror) = W pool(F(x) + F(mirror)) + 2 b
+  metadata     ()        str      JSON, the same description the ONNX files carry
+Embedding: per part L2-normalise, divide by sqrt(n), flatten the (B, n) block row-major (index = channel*n + part).
+Saved without pickle; `np.load(path)` reads it with the default allow_pickle=False.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from lpn_edge.errors import LpnEdgeError
+
+HEAD_KEYS = ("ring_weights", "weight", "bias", "bias_scale", "metadata")
+
+
+def load_split_heads(path: str | Path) -> dict[str, np.ndarray]:
+    """Read and check a split-heads `.npz`; returns its arrays (metadata as a JSON string in a 0-d array)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            heads = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise LpnEdgeError(f"cannot read split heads {path} ({exc})") from None
+    missing = [k for k in HEAD_KEYS if k not in heads]
+    if missing:
+        raise LpnEdgeError(f"{path} is not an lpn-edge split-heads file: missing {', '.join(missing)}")
+    _check_heads(heads, str(path))
+    return heads
+
+
+def split_heads_metadata(heads: Mapping[str, np.ndarray]) -> dict:
+    return json.loads(str(heads["metadata"]))
+
+
+def split_head_embedding(feature_map: np.ndarray, heads: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N, C, h, w) float32 feature map (flip-summed when heads say so) -> (N, B * n) float32 unit-norm embedding."""
+    _check_heads(heads, "split heads")
+    feature_map = np.asarray(feature_map)
+    ring, weight = heads["ring_weights"], heads["weight"]
+    parts, bottleneck, channels = weight.shape
+    if feature_map.ndim != 4 or feature_map.shape[1] != channels or \
+            feature_map.shape[2] * feature_map.shape[3] != ring.shape[0]:
+        raise LpnEdgeError(f"feature map of shape {feature_map.shape} does not fit these heads: expected "
+                           f"(N, {channels}, h, w) with h*w = {ring.shape[0]}")
+    batch = feature_map.shape[0]
+    pooled = feature_map.reshape(batch, channels, -1).astype(np.float32) @ ring  # (N, C, n)
+    # (N, B, n), the model's (bottleneck, part) block: part p is pooled[:, :, p] @ weight[p].T + bias_scale * bias[p]
+    bottlenecks = np.stack([pooled[:, :, p] @ weight[p].T for p in range(parts)], axis=2)
+    bottlenecks = bottlenecks + heads["bias_scale"] * heads["bias"].T[None]
+    norms = np.maximum(np.linalg.norm(bottlenecks, axis=1, keepdims=True), 1e-12) * np.sqrt(parts)
+    return np.ascontiguousarray((bottlenecks / norms).reshape(batch, bottleneck * parts), np.float32)
+
+
+def _check_heads(heads: Mapping[str, np.ndarray], where: str) -> None:
+    ring, weight, bias = heads["ring_weights"], heads["weight"], heads["bias"]
+    if weight.ndim != 3 or ring.ndim != 2 or ring.shape[1] != weight.shape[0] or bias.shape != weight.shape[:2]:
+        raise LpnEdgeError(f"{where}: inconsistent shapes ring_weights {ring.shape}, weight {weight.shape}, "
+                           f"bias {bias.shape}; expected (h*w, n), (n, B, C), (n, B)")

@@ -84,9 +84,54 @@ def convert_official(
         typer.echo(f"  dropped {report.dropped_duplicate}.* (duplicate of model_1, shared weights)")
 
 
+@app.command()
+@friendly_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", help="Run config YAML (see configs/)."),
+    data: Path = typer.Option(..., "--data", help="Data set root (University-1652 layout, CVUSA or CVACT)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="New run directory."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Run directory to continue where it stopped."),
+    force: bool = typer.Option(False, "--force", help="Replace the contents of an existing --out directory."),
+    backbone_weights: Optional[str] = typer.Option(
+        None, "--backbone-weights", help="imagenet (torch cache), none, or a PATH to a torchvision state_dict."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when present)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides such as train.epochs=2."),
+):
+    """Train an LPN. Several GPUs: torchrun --nproc_per_node N $(which lpn-edge) train ...
+
+    Example: lpn-edge train --config configs/university1652.yaml --data University-Release --out runs/lpn4
+    """
+    from lpn_edge.config import RunConfig, load_config, parse_override
+    from lpn_edge.train import train as run_training
+
+    if (out is None) == (resume is None):
+        raise LpnEdgeError("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
+    if resume is not None and config is not None:
+        raise LpnEdgeError("--resume continues with the run's own config; leave out --config (override "
+                           "train.epochs=N to extend the run)")
+    run_config = load_config(config) if config else RunConfig()
+    pairs = dict(parse_override(text) for text in overrides or [])
+    if backbone_weights is not None:
+        pairs["train.backbone_weights"] = backbone_weights
+    if resume is not None:
+        unknown = sorted(set(pairs) - {"train.epochs"})
+        if unknown:
+            raise LpnEdgeError(f"on --resume only train.epochs may change, not {', '.join(unknown)}")
+        result = run_training(run_config.replace(pairs) if pairs else None, data, resume, resume=True, device=device)
+    else:
+        result = run_training(run_config.replace(pairs, "command line"), data, out, force=force, device=device)
+    for row in result.history[-3:]:
+        typer.echo(f"epoch {int(row['epoch'])}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}, "
+                   f"{row['images_per_s']:.1f} img/s")
+    typer.echo(f"checkpoint: {result.model or result.checkpoint}")
+    if result.stopped_by:
+        # the conventional exit status of a process stopped by a signal: 128 + its number
+        raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143 if result.stopped_by == "SIGTERM" else 1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -41,9 +41,11 @@ Transform = Callable[[Image.Image], Any]
 def blank_output(transform: Transform) -> torch.Tensor:
     """A zero tensor shaped like ``transform``'s output, for an image that does not exist.
 
-    The transforms of this package resize to a fixed size, so a dummy input gives the right shape.
+    The transforms of this package resize to a fixed size, so a dummy input gives the right shape. The dummy call
+    runs on a forked RNG: it must not shift the random augmentation of the items that follow (exact resume).
     """
-    sample = transform(Image.new("RGB", (64, 64)))
+    with torch.random.fork_rng(devices=[]):
+        sample = transform(Image.new("RGB", (64, 64)))
     if not isinstance(sample, torch.Tensor):
         raise LpnEdgeError(f"the transform must return a tensor (got {type(sample).__name__}): {transform}")
     return torch.zeros_like(sample)

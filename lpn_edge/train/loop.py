@@ -1,0 +1,251 @@
+"""`train(config, data_dir, out_dir) -> TrainResult`: the training loop, checkpoints, resume and clean stops."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lpn_edge.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
+from lpn_edge.config import RunConfig, save_config
+from lpn_edge.errors import LpnEdgeError
+from lpn_edge.train import distributed, run_dir as runs
+from lpn_edge.train.data import EpochBatches, build_train_dataset
+from lpn_edge.train.interrupt import graceful_stop
+from lpn_edge.train.recipe import build_optimizer, build_scheduler, part_loss, part_predictions
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path  # last.pt: resumable
+    model: Path | None  # model.pt: the finished model (None when the run was stopped early)
+    epochs_done: int
+    stopped_by: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Precision:
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    scaler: torch.amp.GradScaler | None
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def _precision(setting: str, device: torch.device) -> _Precision:
+    if device.type != "cuda":
+        if setting in ("fp16", "bf16"):
+            raise LpnEdgeError(f"train.precision {setting} needs a CUDA device; this run is on {device} (use fp32 or auto)")
+        return _Precision(None, None)
+    if setting == "auto":
+        setting = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if setting == "fp16":
+        return _Precision(torch.float16, torch.amp.GradScaler("cuda"))
+    return _Precision(torch.bfloat16 if setting == "bf16" else None, None)
+
+
+def _seed_epoch(seed: int, epoch: int) -> None:
+    """Every random draw of an epoch (augmentation, dropout) follows from (seed, epoch): resumable and repeatable."""
+    value = seed * 1_000_003 + epoch
+    torch.manual_seed(value)
+    random.seed(value)
+    np.random.seed(value % 2**32)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
+    moved = {}
+    for key, value in batch.items():
+        value = value.to(device, non_blocking=True)
+        if value.dim() == 4 and channels_last:
+            value = value.contiguous(memory_format=torch.channels_last)
+        moved[key] = value
+    return moved
+
+
+def train(config: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False, force: bool = False,
+          device: str | None = None, progress: bool = True, max_steps: int | None = None) -> TrainResult:
+    """Train an LPN; `resume=True` continues the run in `out_dir` exactly where its last checkpoint stopped.
+
+    `max_steps` stops (and checkpoints) after that many optimiser steps in this call: for tests and smoke runs.
+    """
+    from lpn_edge.model import build_model
+
+    out_dir = Path(out_dir)
+    dist = distributed.setup(device)
+    state: dict[str, Any] | None = None
+    if resume:
+        ckpt_path = runs.resumable_checkpoint(out_dir)
+        state = read_checkpoint(ckpt_path)
+        config = checkpoint_config(state, ckpt_path).replace(_train_overrides(config), "resume overrides") \
+            if config is not None else checkpoint_config(state, ckpt_path)
+    elif dist.is_main:
+        runs.prepare_new_run(out_dir, force)
+    dataset = build_train_dataset(config, data_dir)
+    if dataset.num_classes != config.model.num_classes:
+        if state is not None:
+            raise LpnEdgeError(f"the data under {data_dir} has {dataset.num_classes} classes but the run being resumed "
+                               f"was trained with {config.model.num_classes}")
+        print(f"model.num_classes: {dataset.num_classes} (from the data; the config said {config.model.num_classes})")
+        config = config.replace({"model.num_classes": dataset.num_classes})
+    if dist.is_main and not resume:
+        save_config(config, out_dir / runs.CONFIG)
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, "none" if state else config.train.backbone_weights)
+    if state:
+        model.load_state_dict(state["state_dict"])
+    precision = _precision(config.train.precision, dist.device)
+    channels_last = config.train.channels_last and dist.device.type == "cuda"
+    model = model.to(dist.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    module = model
+    if dist.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    optimizer = build_optimizer(module, config.train)
+    scheduler = build_scheduler(optimizer, config.train)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if precision.scaler is not None and state.get("scaler"):
+            precision.scaler.load_state_dict(state["scaler"])
+    start_epoch, start_step = (int(state["epoch"]), int(state.get("step", 0))) if state else (0, 0)
+    log = runs.MetricsLog(out_dir, start_epoch) if dist.is_main else None
+    if dist.is_main:
+        print(f"training {config.model.views}-view LPN ({config.model.backbone}, {config.model.parts} parts) on "
+              f"{dist.device} x{dist.world}, {precision.name}, {len(dataset)} items/epoch, epochs "
+              f"{start_epoch + 1}..{config.train.epochs}" + (f" (resuming at step {start_step})" if start_step else ""))
+
+    def checkpoint(epoch: int, step: int, metrics: dict) -> Path:
+        return save_checkpoint(
+            out_dir / runs.LAST, module, config, epoch=epoch, metrics=metrics, step=step,
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=precision.scaler.state_dict() if precision.scaler else {}, rng=_rng_state())
+
+    steps_run, stopped_by, metrics = 0, None, {}
+    history = [dict((k, float(v)) for k, v in row.items()) for row in (log.rows if log else [])]
+    try:
+        with graceful_stop() as stop:
+            for epoch in range(start_epoch, config.train.epochs):
+                skip = start_step if epoch == start_epoch else 0
+                if skip and state and "rng" in state:
+                    _restore_rng(state["rng"])
+                else:
+                    _seed_epoch(config.train.seed, epoch)
+                dataset.set_epoch(epoch)
+                batches = EpochBatches(len(dataset), config.data.batch_size, config.train.seed, epoch, skip,
+                                       dist.rank, dist.world)
+                loader = torch.utils.data.DataLoader(
+                    dataset, batch_sampler=batches, num_workers=config.data.num_workers,
+                    pin_memory=dist.device.type == "cuda", persistent_workers=False,
+                    generator=torch.Generator().manual_seed(config.train.seed * 7919 + epoch))
+                outcome = _run_epoch(model, loader, optimizer, precision, dist, channels_last, stop,
+                                     epoch, batches.total, skip, progress and dist.is_main,
+                                     None if max_steps is None else max_steps - steps_run)
+                steps_run += outcome["steps"]
+                if outcome["stopped"]:
+                    stopped_by = stop.signal_name or "max_steps"
+                    if dist.is_main:
+                        checkpoint(epoch, skip + outcome["steps"], metrics)
+                    break
+                scheduler.step()
+                metrics = {k: v for k, v in outcome.items() if k not in ("steps", "stopped")}
+                out_of_steps = max_steps is not None and steps_run >= max_steps
+                metrics.update(epoch=epoch + 1, lr_backbone=optimizer.param_groups[0]["lr"],
+                               lr_heads=optimizer.param_groups[1]["lr"])
+                if dist.is_main:
+                    log.log(metrics)
+                    history.append(metrics)
+                    if (epoch + 1) % config.train.checkpoint_every == 0 or epoch + 1 == config.train.epochs \
+                            or stop or out_of_steps:
+                        checkpoint(epoch + 1, 0, metrics)
+                if (stop or out_of_steps) and epoch + 1 < config.train.epochs:
+                    stopped_by = stop.signal_name or "max_steps"
+                    epoch += 1
+                    break
+    finally:
+        if log:
+            log.close()
+        distributed.teardown(dist)
+    final = None
+    if stopped_by is None and dist.is_main:
+        final = save_checkpoint(out_dir / runs.FINAL, module, config, epoch=config.train.epochs, metrics=metrics)
+    epochs_done = config.train.epochs if stopped_by is None else epoch  # epochs completed before the stop
+    if stopped_by and dist.is_main:
+        print(f"stopped by {stopped_by}: checkpoint saved to {out_dir / runs.LAST}; continue with "
+              f"`lpn-edge train --resume {out_dir}`")
+    return TrainResult(out_dir, out_dir / runs.LAST, final, epochs_done, stopped_by, history)
+
+
+def _train_overrides(config: RunConfig) -> dict[str, Any]:
+    """On resume only the length of the run may change (to extend it)."""
+    return {"train.epochs": config.train.epochs}
+
+
+def _run_epoch(model, loader, optimizer, precision: _Precision, dist, channels_last: bool, stop, epoch: int,
+               total_batches: int, skip: int, show_progress: bool, steps_left: int | None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    model.train()
+    loss_sum, items, correct, seen, images, steps, stopped = 0.0, 0, 0, 0, 0, 0, False
+    started = time.perf_counter()
+    bar = tqdm(loader, total=total_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show_progress,
+               leave=False, dynamic_ncols=True)
+    for batch in bar:
+        batch = _to_device(batch, dist.device, channels_last)
+        labels = batch["label"]
+        views = {key: batch[key] for key in ("satellite", "drone", "ground", "google") if key in batch}
+        with torch.autocast(dist.device.type, dtype=precision.dtype or torch.float32,
+                            enabled=precision.dtype is not None):
+            logits = model(views)
+        loss = sum(part_loss(logits[view], labels, batch.get(f"{view}_valid")) for view in logits)
+        optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if not math.isfinite(loss.item()):
+            raise LpnEdgeError(f"training loss became {loss.item()} at epoch {epoch + 1}: lower the learning rate")
+        steps += 1
+        loss_sum += loss.item() * len(labels)
+        items += len(labels)
+        for view in ("satellite", "drone"):
+            if view in logits:
+                correct += (part_predictions(logits[view]) == labels).sum().item()
+                seen += len(labels)
+        images += len(labels) * len(views)
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(loss=f"{loss_sum / items:.3f}", acc=f"{correct / max(1, seen):.3f}",
+                        img_s=f"{images / max(elapsed, 1e-9):.1f}")
+        # Checked after the step, before the next batch is drawn: the saved RNG state then resumes exactly.
+        if (stop or (steps_left is not None and steps >= steps_left)) and skip + steps < total_batches:
+            stopped = True
+            break
+    bar.close()
+    elapsed = time.perf_counter() - started
+    return {"steps": steps, "stopped": stopped, "loss": loss_sum / max(1, items), "accuracy": correct / max(1, seen),
+            "images": images, "seconds": round(elapsed, 3), "images_per_s": images / max(elapsed, 1e-9)}

@@ -129,6 +129,44 @@ def train(
         raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143 if result.stopped_by == "SIGTERM" else 1)
 
 
+@app.command("eval")
+@friendly_errors
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="lpn-edge checkpoint (.pt)."),
+    data: Path = typer.Option(..., "--data", help="Data set root (University-1652 test/ folders, CVUSA/CVACT val)."),
+    task: str = typer.Option("all", help="drone2sat, sat2drone, ground2sat, sat2ground or all."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Skip the test-time horizontal flip."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    workers: int = typer.Option(0, help="DataLoader worker processes."),
+    rotate: float = typer.Option(0.0, help="Rotate query images by this many degrees (paper Table V)."),
+    shift: int = typer.Option(0, help="Shift query images by this many pixels, reflection-padded (Table VII)."),
+    parts: Optional[str] = typer.Option(None, help="Use only these parts, e.g. 0,1 (paper Table VI)."),
+    distance_groups: bool = typer.Option(False, "--distance-groups", help="Split drone queries by distance (Table IX)."),
+    distractors: Optional[Path] = typer.Option(None, help="Folder <id>/* of extra gallery tiles matching no query."),
+    plots: int = typer.Option(0, help="Draw retrieval strips and heatmaps for this many queries per task."),
+    out_json: Optional[Path] = typer.Option(None, "--json", help="Where to write the metrics (default: beside CKPT)."),
+):
+    """Evaluate a checkpoint with the benchmark protocol (Recall@K, AP), both directions.
+
+    Example: lpn-edge eval runs/lpn4/model.pt --data University-Release --task all
+    """
+    from lpn_edge.eval.evaluate import EvalOptions, evaluate as run_evaluation
+
+    try:
+        part_list = tuple(int(p) for p in parts.split(",")) if parts else None
+    except ValueError:
+        raise LpnEdgeError(f"--parts must be comma-separated part indices such as 0,1; got {parts!r}") from None
+    options = EvalOptions(task=task, flip=not no_flip, batch_size=batch_size, device=device, num_workers=workers,
+                          rotate=rotate, shift=shift, parts=part_list, distance_groups=distance_groups,
+                          distractors=distractors, plots=plots, out_json=out_json)
+    report = run_evaluation(checkpoint, data, options)
+    typer.echo(report.table())
+    typer.echo(f"metrics: {report.json_path}")
+    for path in report.plots:
+        typer.echo(f"figure: {path}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

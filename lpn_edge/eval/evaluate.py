@@ -1,0 +1,179 @@
+"""`evaluate(checkpoint, data_dir, options) -> EvalReport`: the benchmark protocol plus the paper's robustness
+studies (rotated and shifted queries, part subsets, drone distance groups, extra distractor tiles)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lpn_edge.errors import LpnEdgeError
+from lpn_edge.eval.metrics import format_metrics_table, per_query_metrics
+from lpn_edge.eval.tasks import Task, distance_group, select_tasks
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    task: str = "all"
+    flip: bool = True
+    batch_size: int = 64
+    device: str | None = None
+    num_workers: int = 0
+    rotate: float = 0.0  # degrees, applied to query images (paper Table V)
+    shift: int = 0  # pixels of reflection-padded shift of query images (paper Table VII)
+    parts: tuple[int, ...] | None = None  # evaluate with a subset of the parts (paper Table VI)
+    distance_groups: bool = False  # drone queries split by distance (paper Table IX)
+    distractors: Path | None = None  # extra gallery tiles <dir>/<id>/* that match no query
+    plots: int = 0  # retrieval strips (Fig. 9) and heatmaps (Fig. 8) for this many queries per task
+    out_json: Path | None = None  # default: <checkpoint>.eval.json
+    progress: bool = True
+
+
+@dataclass
+class EvalReport:
+    metrics: dict[str, dict[str, float]]  # row name ("drone2sat", "drone2sat [short]") -> metrics
+    json_path: Path
+    plots: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        return format_metrics_table(self.metrics)
+
+
+@dataclass
+class _Side:
+    features: np.ndarray
+    labels: np.ndarray
+    paths: list[Path]
+
+
+def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions = EvalOptions()) -> EvalReport:
+    """Evaluate a checkpoint on a data set's test split and write the metrics as JSON beside the checkpoint."""
+    from lpn_edge.checkpoint import load_model, read_checkpoint
+    from lpn_edge.data.layout import detect_layout
+
+    started = time.perf_counter()
+    checkpoint, data_dir = Path(checkpoint), Path(data_dir)
+    model = load_model(checkpoint)
+    layout = detect_layout(data_dir)
+    if layout not in ("university1652", "cvusa", "cvact", "cvusa-raw", "cvact-raw"):
+        raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
+    tasks = select_tasks(options.task, layout, data_dir, model.views)
+    encoder = _Encoder(model, data_dir, layout, options)
+    metrics: dict[str, dict[str, float]] = {}
+    plots: list[Path] = []
+    for task in tasks:
+        query = encoder.side(task.query, task.query_view, perturbed=True)
+        gallery = encoder.side(task.gallery, task.gallery_view, perturbed=False)
+        gallery = _with_distractors(gallery, encoder, task, options)
+        qf, gf = query.features, gallery.features
+        if options.parts is not None:
+            from lpn_edge.eval.features import select_parts
+
+            qf = select_parts(qf, model.config.parts, options.parts)
+            gf = select_parts(gf, model.config.parts, options.parts)
+        per_query = per_query_metrics(qf, query.labels, gf, gallery.labels)
+        metrics[task.name] = per_query.summary()
+        if options.distance_groups and task.query_view == "drone":
+            groups = np.array([distance_group(p) or "unknown" for p in query.paths])
+            for group in ("short", "middle", "long", "unknown"):
+                if (groups == group).any():
+                    metrics[f"{task.name} [{group}]"] = per_query.subset(groups == group).summary()
+        if options.plots:
+            plots += _draw(task, query, gallery, qf, gf, model, encoder, options, checkpoint)
+    seconds = time.perf_counter() - started
+    json_path = options.out_json or checkpoint.with_suffix(".eval.json")
+    payload = {
+        "checkpoint": str(checkpoint),
+        "epoch": read_checkpoint(checkpoint).get("epoch"),
+        "data": str(data_dir),
+        "layout": layout,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items() if k != "progress"},
+        "metrics": metrics,
+        "seconds": round(seconds, 2),
+    }
+    from lpn_edge.fileio import atomic_write_text
+
+    atomic_write_text(json_path, json.dumps(payload, indent=2, default=list))
+    return EvalReport(metrics, json_path, plots, seconds)
+
+
+class _Encoder:
+    """Feature extraction with a cache: a folder embedded once serves every task that uses it."""
+
+    def __init__(self, model, data_dir: Path, layout: str, options: EvalOptions) -> None:
+        self.model, self.data_dir, self.layout, self.options = model, data_dir, layout, options
+        self.cache: dict[tuple, _Side] = {}
+
+    def transform(self, perturbed: bool):
+        from lpn_edge.data.transforms import eval_transform
+
+        rotate = self.options.rotate if perturbed else 0.0
+        shift = (self.options.shift, self.options.shift) if perturbed else (0, 0)
+        return eval_transform(self.model.config.image_size, rotate_degrees=rotate, shift=shift)
+
+    def dataset(self, where: str | Path, perturbed: bool):
+        from lpn_edge.data.university import RetrievalFolder
+
+        if self.layout == "university1652" or Path(where).is_absolute():
+            folder = Path(where) if Path(where).is_absolute() else self.data_dir / "test" / where
+            return RetrievalFolder(folder, self.transform(perturbed))
+        from lpn_edge.data.crossview import list_pairs, readable_pairs
+        from lpn_edge.eval.features import ImagePaths
+
+        pairs, _ = readable_pairs(list_pairs(self.data_dir, "val", self.layout))
+        paths = [getattr(pair, where) for pair in pairs]
+        return ImagePaths(paths, range(len(pairs)), self.transform(perturbed))
+
+    def side(self, where: str | Path, view: str, perturbed: bool) -> _Side:
+        perturbed = perturbed and bool(self.options.rotate or self.options.shift)
+        key = (str(where), view, perturbed)
+        if key not in self.cache:
+            from lpn_edge.eval.features import extract_features
+
+            dataset = self.dataset(where, perturbed)
+            features = extract_features(self.model, dataset, view, self.options.flip, self.options.batch_size,
+                                        self.options.device, self.options.num_workers, self.options.progress,
+                                        desc=f"{Path(str(where)).name} ({view})")
+            self.cache[key] = _Side(features, np.asarray(dataset.labels), list(dataset.paths))
+        return self.cache[key]
+
+
+def _with_distractors(gallery: _Side, encoder: _Encoder, task: Task, options: EvalOptions) -> _Side:
+    """Append extra gallery tiles that match no query: each gets a label beyond every real one."""
+    if options.distractors is None:
+        return gallery
+    extra = encoder.side(Path(options.distractors).resolve(), task.gallery_view, perturbed=False)
+    labels = gallery.labels.max(initial=0) + 1 + np.arange(len(extra.labels))
+    return _Side(np.concatenate([gallery.features, extra.features]), np.concatenate([gallery.labels, labels]),
+                 gallery.paths + extra.paths)
+
+
+def _draw(task: Task, query: _Side, gallery: _Side, qf: np.ndarray, gf: np.ndarray, model, encoder: _Encoder,
+          options: EvalOptions, checkpoint: Path) -> list[Path]:
+    """Top-5 retrieval strips (paper Fig. 9) and activation heatmaps (Fig. 8) for the first queries."""
+    import torch
+
+    from lpn_edge.data.images import load_rgb
+    from lpn_edge.eval.metrics import rank_gallery
+    from lpn_edge.eval.plots import StripRow, heatmap_panel, retrieval_grid
+
+    picks = np.linspace(0, len(query.labels) - 1, num=min(options.plots, len(query.labels))).astype(int)
+    top = rank_gallery(qf[picks], gf, k=min(5, len(gallery.labels)))
+    rows = [StripRow(query.paths[q], [gallery.paths[g] for g in ranked],
+                     [bool(gallery.labels[g] == query.labels[q]) for g in ranked],
+                     scores=[float(gf[g] @ qf[q]) for g in ranked], title=f"{task.name} query {q}")
+            for q, ranked in zip(picks, top)]
+    out_dir = checkpoint.parent / f"{checkpoint.stem}-plots"
+    strips = retrieval_grid(rows, out_dir / f"{task.name}-retrieval.png")
+    transform = encoder.transform(perturbed=False)
+    images = [load_rgb(query.paths[q]) for q in picks]
+    with torch.no_grad():
+        batch = torch.stack([transform(image) for image in images])
+        device = next(model.parameters()).device
+        maps = model.feature_map(batch.to(device), task.query_view).mean(dim=1).cpu().numpy()
+    heatmaps = heatmap_panel(images, list(maps), out_dir / f"{task.name}-heatmaps.png")
+    return [strips, heatmaps]

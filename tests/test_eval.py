@@ -1,0 +1,103 @@
+"""Evaluation end to end on a tiny world: CLI, JSON, robustness options and figures."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lpn_edge.checkpoint import save_checkpoint
+from lpn_edge.cli import app
+from lpn_edge.config import ModelConfig, RunConfig
+from lpn_edge.eval.evaluate import EvalOptions, evaluate
+from lpn_edge.eval.features import extract_features, select_parts
+from lpn_edge.eval.metrics import evaluate_retrieval
+from lpn_edge.eval.tasks import distance_group
+from lpn_edge.model import build_model
+
+from conftest import randomise_batchnorm
+from data_helpers import make_university_tree
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_university_tree(tmp_path_factory.mktemp("world"), classes=["0001", "0002"], drones=2)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = RunConfig(model=ModelConfig(backbone="resnet18", num_classes=2, image_size=(64, 64)))
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    randomise_batchnorm(model)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", model, config)
+
+
+def test_cli_eval_prints_a_table_and_writes_json(world, checkpoint):
+    result = CliRunner().invoke(app, ["eval", str(checkpoint), "--data", str(world), "--plots", "2"])
+    assert result.exit_code == 0, result.output
+    assert "| drone2sat" in result.output and "| sat2drone" in result.output
+    payload = json.loads(checkpoint.with_suffix(".eval.json").read_text())
+    assert set(payload["metrics"]) == {"drone2sat", "sat2drone"}
+    for metrics in payload["metrics"].values():
+        assert set(metrics) == {"R@1", "R@5", "R@10", "R@top1%", "AP"}
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    figures = sorted(p.name for p in (checkpoint.parent / "model-plots").iterdir())
+    assert figures == ["drone2sat-heatmaps.png", "drone2sat-retrieval.png", "sat2drone-heatmaps.png",
+                       "sat2drone-retrieval.png"]
+
+
+def test_metrics_equal_a_manual_computation(world, checkpoint, tmp_path):
+    from lpn_edge import load_model
+    from lpn_edge.data.transforms import eval_transform
+    from lpn_edge.data.university import RetrievalFolder
+
+    report = evaluate(checkpoint, world, EvalOptions(task="drone2sat", progress=False, out_json=tmp_path / "m.json"))
+    model = load_model(checkpoint)
+    query = RetrievalFolder(world / "test" / "query_drone", eval_transform((64, 64)))
+    gallery = RetrievalFolder(world / "test" / "gallery_satellite", eval_transform((64, 64)))
+    with torch.no_grad():
+        qf = model.embed(torch.stack([query[i][0] for i in range(len(query))]), "drone").numpy()
+        gf = model.embed(torch.stack([gallery[i][0] for i in range(len(gallery))]), "satellite").numpy()
+    expected = evaluate_retrieval(qf, query.labels, gf, gallery.labels)
+    assert report.metrics["drone2sat"] == pytest.approx(expected)
+
+
+def test_robustness_options(world, checkpoint, tmp_path):
+    plain = evaluate(checkpoint, world, EvalOptions(task="drone2sat", progress=False, out_json=tmp_path / "a.json"))
+    distracted = evaluate(checkpoint, world, EvalOptions(
+        task="drone2sat", progress=False, out_json=tmp_path / "b.json",
+        distractors=world / "test" / "gallery_drone", distance_groups=True, parts=(0, 1), rotate=90, shift=3))
+    assert "drone2sat [unknown]" in distracted.metrics  # the helper tree's file names carry no distance
+    assert distracted.metrics["drone2sat"] != plain.metrics["drone2sat"]
+    options = json.loads((tmp_path / "b.json").read_text())["options"]
+    assert options["rotate"] == 90 and options["parts"] == [0, 1]
+
+
+def test_select_parts_keeps_the_layout():
+    features = np.arange(2 * 12, dtype=np.float32).reshape(2, 12)  # 3 channels x 4 parts
+    kept = select_parts(features, 4, [1, 3])
+    assert kept[0].tolist() == [1, 3, 5, 7, 9, 11]
+    from lpn_edge.errors import LpnEdgeError
+
+    with pytest.raises(LpnEdgeError, match="subset of 0..3"):
+        select_parts(features, 4, [4])
+
+
+@pytest.mark.parametrize("name,group", [("short-03.png", "short"), ("long-11.jpeg", "long"),
+                                        ("image-01.jpeg", "long"), ("image-30.jpeg", "middle"),
+                                        ("image-54.jpeg", "short"), ("photo.jpg", None)])
+def test_distance_groups_from_file_names(name, group):
+    assert distance_group(Path(name)) == group
+
+
+def test_bad_task_and_missing_folders(world, checkpoint, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", str(checkpoint), "--data", str(world), "--task", "sideways"])
+    assert result.exit_code == 2 and "task 'sideways' does not exist" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval", str(checkpoint), "--data", str(empty)])
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output

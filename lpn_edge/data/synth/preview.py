@@ -1,0 +1,30 @@
+"""A contact sheet of a synthetic dataset: per row one location's satellite tile and a drone view per distance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from lpn_edge.data.synth.location import LocationFiles
+
+_LABEL_HEIGHT = 14
+_GAP = 4
+
+
+def contact_sheet(root: Path, locations: Sequence[LocationFiles], cell: int) -> Image.Image:
+    """Rows of [satellite, short, middle, long] images of ``locations`` (read back from ``root``), labelled."""
+    columns = 1 + max(len(loc.drone_samples) for loc in locations)
+    row_height = cell + _LABEL_HEIGHT + _GAP
+    sheet = Image.new("RGB", (columns * (cell + _GAP) + _GAP, len(locations) * row_height + _GAP), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for row, location in enumerate(locations):
+        top = _GAP + row * row_height
+        for column, relative in enumerate((location.satellite, *location.drone_samples)):
+            left = _GAP + column * (cell + _GAP)
+            with Image.open(root / relative) as image:
+                sheet.paste(image.convert("RGB").resize((cell, cell)), (left, top + _LABEL_HEIGHT))
+            label = f"{location.name} {'satellite' if column == 0 else Path(relative).stem}"
+            draw.text((left, top + 1), label, fill=(0, 0, 0))
+    return sheet

@@ -17,6 +17,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Real University-1652 imagery shared beside the repository (see its README); used when present.
+POSITIVE_NOISE = 0.1  # std of the noise that turns a query into its gallery match (normalised pixel units)
 DEFAULT_PARITY_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "u1652-mosaic"
 
 
@@ -60,7 +61,12 @@ def calibration_images(folder: Path, size: tuple[int, int], minimum: int) -> np.
 
 @dataclass(frozen=True)
 class ParitySet:
-    """Images every backend embeds: rows [:queries] are queries, the rest the gallery searched for their top-1."""
+    """Images every backend embeds: rows [:queries] are queries, the rest the gallery searched for their top-1.
+
+    The first `queries` gallery rows are noisy copies of the queries (+ N(0, 0.1^2)): every query has
+    a clear match, as in a real search, so top-1 agreement tests ranking rather than the order of near-ties
+    (unrelated images of an untrained model embed almost alike). The other gallery rows are distractors.
+    """
 
     name: str  # "random" or the data set's name
     images: np.ndarray  # (queries + gallery, 3, H, W) float32
@@ -70,21 +76,30 @@ class ParitySet:
 def random_set(size: tuple[int, int], queries: int, gallery: int, seed: int = 0) -> ParitySet:
     """Standard-normal images (the range of ImageNet-normalised pixels), reproducible from `seed`."""
     rng = np.random.default_rng(seed)
-    images = rng.standard_normal((queries + gallery, 3, *size), dtype=np.float32)
-    return ParitySet("random", images, queries)
+    queries_images = rng.standard_normal((queries, 3, *size), dtype=np.float32)
+    distractors = rng.standard_normal((max(gallery - queries, 0), 3, *size), dtype=np.float32)
+    return _with_positives("random", queries_images, distractors, gallery)
 
 
 def real_set(data_dir: Path, size: tuple[int, int], queries: int, gallery: int) -> ParitySet | None:
-    """Drone photos as queries, satellite photos as gallery from a University-1652 style folder; None if absent.
+    """Drone photos as queries, their noisy copies plus satellite photos as gallery; None if too few images.
 
     Layout: `drone/<id>/<id>.jpg` and `satellite/<id>/<id>.jpg`. All go through the exported view's model: the
     check is that every backend ranks the same, not that the views match.
     """
     drone, satellite = list_images(Path(data_dir) / "drone"), list_images(Path(data_dir) / "satellite")
-    if len(drone) < queries or len(satellite) < gallery:
+    distractors = max(gallery - queries, 0)
+    if len(drone) < queries or len(satellite) < distractors:
         return None
-    images = load_images(drone[:queries] + satellite[:gallery], size)
-    return ParitySet(Path(data_dir).resolve().name, images, queries)
+    return _with_positives(Path(data_dir).resolve().name, load_images(drone[:queries], size),
+                           load_images(satellite[:distractors], size), gallery)
+
+
+def _with_positives(name: str, queries: np.ndarray, distractors: np.ndarray, gallery: int) -> ParitySet:
+    noise = np.random.default_rng(1).standard_normal(queries.shape, dtype=np.float32)
+    positives = queries + POSITIVE_NOISE * noise
+    images = np.concatenate([queries, positives, distractors])[:len(queries) + gallery]
+    return ParitySet(name, np.ascontiguousarray(images, np.float32), len(queries))
 
 
 def parity_sets(size: tuple[int, int], queries: int, gallery: int, data_dir: Path | None) -> list[ParitySet]:

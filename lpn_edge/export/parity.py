@@ -15,15 +15,17 @@ from lpn_edge.errors import LpnEdgeError
 
 @dataclass(frozen=True)
 class ParityThreshold:
-    min_cosine: float  # every row's cosine to the fp32 PyTorch embedding must reach this
+    min_cosine: float  # every row's cosine to the fp32 PyTorch embedding must reach this (worst image)
+    mean_cosine: float  # the mean over the rows must reach this
     min_top1_agreement: float  # fraction of queries whose top-1 gallery item equals PyTorch's
 
 
-# The one table of tolerances. fp16 and int8 engines are compared against the fp32 PyTorch reference.
+# The one table of tolerances. fp16 and int8 artifacts are compared against the fp32 PyTorch reference.
+# int8: the 0.99 bound applies to the mean; int8 error is heavy-tailed per image, so the worst image is held to 0.97.
 PARITY_THRESHOLDS: dict[str, ParityThreshold] = {
-    "fp32": ParityThreshold(min_cosine=0.99999, min_top1_agreement=1.0),
-    "fp16": ParityThreshold(min_cosine=0.999, min_top1_agreement=1.0),
-    "int8": ParityThreshold(min_cosine=0.99, min_top1_agreement=0.98),
+    "fp32": ParityThreshold(min_cosine=0.99999, mean_cosine=0.99999, min_top1_agreement=1.0),
+    "fp16": ParityThreshold(min_cosine=0.999, mean_cosine=0.999, min_top1_agreement=1.0),
+    "int8": ParityThreshold(min_cosine=0.97, mean_cosine=0.99, min_top1_agreement=0.98),
 }
 
 
@@ -52,14 +54,14 @@ class ParityFigures:
 
     @property
     def passed(self) -> bool:
-        return (self.min_cosine >= self.threshold.min_cosine
+        return (self.min_cosine >= self.threshold.min_cosine and self.mean_cosine >= self.threshold.mean_cosine
                 and self.top1_agreement >= self.threshold.min_top1_agreement)
 
     def line(self) -> str:
         limit = self.threshold
         return (f"{self.artifact} [{self.backend}, {self.precision}] vs {self.reference} on {self.images} "
                 f"{self.image_set} images: cosine min {self.min_cosine:.7f} mean {self.mean_cosine:.7f} "
-                f"(need >= {limit.min_cosine}), top-1 {self.top1_same}/{self.queries} same "
+                f"(need >= {limit.min_cosine} / {limit.mean_cosine}), top-1 {self.top1_same}/{self.queries} same "
                 f"(need >= {limit.min_top1_agreement:.0%}) -> {'ok' if self.passed else 'FAILED'}")
 
 

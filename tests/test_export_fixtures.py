@@ -1,0 +1,95 @@
+"""Small LPN checkpoints for the export tests (imported by the other test_export_* files), and their own checks.
+
+Random weights alone make a poor parity subject: the BatchNorm running statistics would be the identity (so a
+wrong BN export could pass), and every image would get nearly the same embedding (so top-1 agreement would be
+decided by ties). `make_checkpoint` therefore gives every BatchNorm a random scale and shift and running
+statistics measured on sample images (as training would): the features then stay image-specific through the
+depth of the network, activations have realistic ranges (which int8 calibration needs), and the statistics are far
+from the identity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lpn_edge.checkpoint import save_checkpoint
+from lpn_edge.config import ModelConfig, RunConfig
+from lpn_edge.export.images import DEFAULT_PARITY_DATA, list_images
+from lpn_edge.model import build_model
+
+REAL_DATA = DEFAULT_PARITY_DATA if (DEFAULT_PARITY_DATA / "drone").is_dir() else None
+SMALL_PARITY = dict(parity_queries=8, parity_gallery=16)
+
+
+def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int] = (64, 64), pool: str = "avg",
+                    parts: int = 4, seed: int = 0) -> Path:
+    """Write an lpn-edge checkpoint with randomised BatchNorm statistics and data-fitted head statistics."""
+    torch.manual_seed(seed)
+    config = RunConfig(model=ModelConfig(backbone=backbone, num_classes=5, image_size=size, pool=pool, parts=parts))
+    model = build_model(config.model)
+    generator = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
+            norm.bias.copy_(torch.rand(norm.num_features, generator=generator) * 0.4 - 0.2)
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the sample batches
+        model.train()
+        for batch in _sample_images(size, generator).split(32):
+            model({"drone": batch, "ground": batch})  # every branch gets statistics
+    for norm in norms:
+        norm.momentum = 0.1
+    with torch.no_grad():
+        # A shared component, as trained embeddings have (pairwise cosines ~0.3 rather than ~0).
+        for head in model.classifiers:
+            norm = head.add_block[1]
+            norm.bias.copy_(torch.rand(norm.num_features, generator=generator) * 2 - 1)
+    return save_checkpoint(path, model.eval(), config)
+
+
+def _sample_images(size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    if REAL_DATA is not None:
+        from lpn_edge.export.images import load_images
+
+        paths = list_images(REAL_DATA / "drone")[-48:] + list_images(REAL_DATA / "satellite")[-48:]
+        return torch.from_numpy(load_images(paths, size))
+    return torch.randn(96, 3, *size, generator=generator)
+
+
+def write_calibration_folder(folder: Path, count: int, size: tuple[int, int] = (64, 64)) -> Path:
+    """`count` JPEGs: real drone photos when the shared data is here, else smooth random colour fields."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    real = list_images(REAL_DATA / "drone")[100:100 + count] if REAL_DATA is not None else []
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        if i < len(real):
+            Image.open(real[i]).convert("RGB").save(folder / f"{i:03d}.jpg")
+            continue
+        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize(size[::-1], Image.Resampling.BICUBIC).save(folder / f"{i:03d}.jpg")
+    return folder
+
+
+def test_fixture_checkpoint_embeddings_are_spread_out(tmp_path):
+    """Guards the premise of the top-1 checks: different images must not share (nearly) one embedding."""
+    from lpn_edge.checkpoint import load_model
+
+    model = load_model(make_checkpoint(tmp_path / "m.pt"))
+    with torch.no_grad():
+        emb = model.embed(torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(3)), "drone")
+    cosines = (emb @ emb.T)[torch.triu_indices(16, 16, 1).unbind()]
+    assert cosines.mean() < 0.9, f"embeddings nearly identical (mean pairwise cosine {cosines.mean():.4f})"
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        assert not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
+
+
+@pytest.mark.skipif(REAL_DATA is None, reason="shared University-1652 mosaic not present")
+def test_fixture_finds_the_real_data():
+    assert len(list_images(REAL_DATA / "drone")) >= 96

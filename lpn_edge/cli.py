@@ -39,6 +39,24 @@ def friendly_errors(command):
 
 @app.command()
 @friendly_errors
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Directory for the world, runs, exports and summary."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller world and shorter training (about 2 minutes)."),
+    seed: int = typer.Option(0, help="Seed of the synthetic world and of training."),
+    force: bool = typer.Option(False, "--force", help="Replace the contents of an existing --out directory."),
+):
+    """The main job on built-in data: synthesise a world, train LPN and the 1-part baseline on the CPU, evaluate
+    both in both directions, export the LPN to ONNX, and write summary.json.
+
+    Example: lpn-edge demo --quick
+    """
+    from lpn_edge.demo import run_demo
+
+    run_demo(out, quick=quick, seed=seed, force=force, say=typer.echo)
+
+
+@app.command()
+@friendly_errors
 def inspect(
     source: Path = typer.Argument(..., help="A run config (.yaml) or an lpn-edge checkpoint (.pt)."),
     view: str = typer.Option("drone", help="View whose embedding is computed: satellite, drone or ground."),

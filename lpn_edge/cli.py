@@ -185,6 +185,53 @@ def evaluate(
         typer.echo(f"figure: {path}")
 
 
+@app.command()
+@friendly_errors
+def synth(
+    out: Path = typer.Argument(..., help="New directory for the data set (University-1652 layout)."),
+    locations: int = typer.Option(100, "--locations", help="Places in the world (split into train and test)."),
+    seed: int = typer.Option(0, "--seed", help="The world: the same seed gives byte-identical files."),
+    drone_per_location: int = typer.Option(12, "--drone-per-location", help="Drone views per place (short/middle/long)."),
+    size: int = typer.Option(256, "--size", help="Image side in pixels."),
+    distractors: int = typer.Option(0, "--distractors", help="Extra satellite tiles in the test gallery."),
+    preview: bool = typer.Option(False, "--preview", help="Also write preview.png, a contact sheet of pairs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synthetic data set in OUT."),
+):
+    """Write a synthetic cross-view world (satellite tiles, drone orbits, street views, geo.csv).
+
+    Example: lpn-edge synth world --locations 100 --seed 0 --drone-per-location 50 --size 256 --preview
+    """
+    from lpn_edge.data.synth import synthesize
+
+    typer.echo(str(synthesize(out, locations=locations, seed=seed, drone_per_location=drone_per_location, size=size,
+                              distractors=distractors, preview=preview, overwrite=overwrite)))
+
+
+@data_app.command("check")
+@friendly_errors
+def data_check(
+    root: Path = typer.Argument(..., help="Data set root to validate."),
+    quick: bool = typer.Option(False, "--quick", help="Check names and sizes only; do not decode every image."),
+):
+    """Detect the layout of a data tree, count images per split/view/class, list unreadable files.
+
+    Exits non-zero only when the structure itself is unusable.
+    Example: lpn-edge data check University-Release
+    """
+    from lpn_edge.data.check import check_dataset, format_report
+
+    report = check_dataset(root, verify=not quick)
+    typer.echo(format_report(report))
+    if not report.usable:
+        raise typer.Exit(1)
+
+
+def _register_export() -> None:
+    from lpn_edge.export.cli import export_command
+
+    app.command("export")(friendly_errors(export_command))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -128,3 +128,18 @@ def test_part_loss_sums_parts_and_masks_invalid_items():
     only_first = ce(logits[0][:1], labels[:1]) + ce(logits[1][:1], labels[:1])
     assert part_loss(logits, labels, torch.tensor([True, False])).item() == pytest.approx(only_first.item())
     assert part_loss(logits, labels, torch.tensor([False, False])).item() == 0.0
+
+
+@pytest.mark.slow
+def test_two_processes_with_torchrun_on_cpu(world, tmp_path):
+    from lpn_edge.config import save_config
+
+    save_config(tiny_run(1), tmp_path / "run.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lpn_edge.cli", "train",
+         "--config", str(tmp_path / "run.yaml"), "--data", str(world), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "on cpu x2" in result.stdout
+    state = read_checkpoint(tmp_path / "run" / "model.pt")
+    assert state["epoch"] == 1 and (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 2

@@ -122,7 +122,9 @@ def train(config: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: 
     model = model.to(dist.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     module = model
     if dist.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        # The ground trunk gets no gradient when the data has no street/Google images: DDP must be told.
+        ground_unfed = model.views.count("ground") and "street" not in getattr(dataset, "views", ("street",))
+        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(ground_unfed))
     optimizer = build_optimizer(module, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     if state:

@@ -90,22 +90,22 @@ def check_dynamic_batch(proto, path: Path) -> None:
             raise LpnEdgeError(f"{path}: {value.name} has a fixed batch dimension ({fixed}); expected a dynamic one")
 
 
-def pooling_matmuls(proto, ring_weights: np.ndarray) -> int:
-    """How many MatMul nodes multiply by `ring_weights` ((h*w, n), float32) held as a graph initialiser.
+def pooling_nodes(proto, ring_weights: np.ndarray) -> list:
+    """The MatMul nodes that multiply by `ring_weights` ((h*w, n), float32) held as a graph initialiser.
 
-    This is the proof that partition pooling went into the graph as one MatMul with the ring weights.
+    Finding one is the proof that partition pooling went into the graph as one MatMul with the ring weights.
     """
     from onnx import numpy_helper
 
     initialisers = {init.name: init for init in proto.graph.initializer}
-    count = 0
+    found = []
     for node in proto.graph.node:
         if node.op_type != "MatMul":
             continue
         for name in node.input:
             init = initialisers.get(name)
-            if init is None or tuple(init.dims) != ring_weights.shape:
-                continue
-            if np.allclose(numpy_helper.to_array(init), ring_weights, rtol=0, atol=1e-7):
-                count += 1
-    return count
+            if init is not None and tuple(init.dims) == ring_weights.shape and \
+                    np.allclose(numpy_helper.to_array(init), ring_weights, rtol=0, atol=1e-7):
+                found.append(node)
+                break
+    return found

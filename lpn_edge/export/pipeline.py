@@ -201,7 +201,7 @@ class _ExportJob:
     def _onnx_fp32(self, variant: GraphVariant) -> None:
         import onnx
 
-        from lpn_edge.export.onnx_export import export_onnx, pooling_matmuls
+        from lpn_edge.export.onnx_export import export_onnx, pooling_nodes
 
         final = self.out_dir / f"{variant.stem}.onnx"
         self.progress(f"exporting {final.name} (ONNX opset {self.request.opset}, output {variant.output_name})")
@@ -218,7 +218,7 @@ class _ExportJob:
                 self.progress(f"note: {self.result.notes[-1]}")
             if variant.heads is None:
                 ring = variant_ring_weights(self.model, self.request.view, self.size)
-                if pooling_matmuls(onnx.load(str(tmp)), ring) == 0:
+                if not pooling_nodes(onnx.load(str(tmp)), ring):
                     raise LpnEdgeError(f"{final.name}: no MatMul with the ring weights {ring.shape} found in the "
                                        "exported graph; partition pooling did not export as one MatMul")
             else:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.export.onnx_graph import drop_unused_initialisers, sort_topologically
 
 QUANTIZED_OPS = ("Conv",)
 CALIBRATION_BATCH = 4  # images per ONNX Runtime call while collecting statistics (all activations are kept)
@@ -66,7 +67,7 @@ def quantize_int8(source: Path, destination: Path, calibration: np.ndarray) -> Q
     _insert_qdq(model, targets, ranges)
     report.quantized = [model.graph.node[t.node_index].name or f"#{t.node_index}" for t in targets]
     # Nodes were appended: restore a topological order, then check the result like the fp32 export.
-    _sort_topologically(model.graph)
+    sort_topologically(model.graph)
     onnx.save(model, str(destination))
     onnx.checker.check_model(str(destination), full_check=True)
     return report
@@ -183,8 +184,7 @@ def _insert_qdq(model, targets: list[_Target], ranges: dict[str, float]) -> None
             dequantized_weights[(target.weight, target.axis)] = _dequantized_weight(
                 graph, initialisers[target.weight], target.axis, f"{target.weight}_axis{target.axis}")
         node.input[1] = dequantized_weights[(target.weight, target.axis)]
-    used = {name for node in graph.node for name in node.input}
-    _replace(graph.initializer, [init for init in graph.initializer if init.name in used])
+    drop_unused_initialisers(graph)
 
 
 def _dequantized_weight(graph, initialiser, axis: int, prefix: str) -> str:
@@ -210,28 +210,3 @@ def quantize_per_channel(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.
     shape[axis] = -1
     quantized = np.clip(np.rint(weight / scales.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
     return quantized, scales
-
-
-def _sort_topologically(graph) -> None:
-    """Reorder graph.node so every node comes after the producers of its inputs (ONNX requires it)."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(name in available for name in n.input)]
-        if not ready:
-            raise LpnEdgeError("quantized graph has a cycle or a dangling input; this is a bug in lpn-edge")
-        for node in ready:
-            ordered.append(node)
-            available.update(node.output)
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-    _replace(graph.node, ordered)
-
-
-def _replace(container, items: list) -> None:
-    """Make the repeated protobuf field `container` hold copies of `items` (which may be its own elements)."""
-    copies = [type(item)() for item in items]
-    for copy, item in zip(copies, items):
-        copy.CopyFrom(item)
-    del container[:]
-    container.extend(copies)

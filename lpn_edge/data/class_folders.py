@@ -1,4 +1,4 @@
-"""One view of a dataset stored as ``<folder>/<class id>/<images>`` (the layout of University-1652 and prepared CVUSA)."""
+"""One view of a dataset stored as ``<folder>/<class id>/<images>`` (University-1652, prepared CVUSA / CVACT)."""
 
 from __future__ import annotations
 

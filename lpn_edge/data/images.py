@@ -7,10 +7,9 @@ images in every PIL mode. Everything here turns them into one of two outcomes: a
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lpn_edge.errors import LpnEdgeError
 
-log = logging.getLogger(__name__)
 
 # Lower-case suffixes treated as images; everything else in a class folder is ignored (README, .DS_Store, ...).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -199,10 +197,3 @@ def scan_images(folder: str | Path, verify: bool = True, warn: bool = True) -> I
         scan.warn(str(folder))
     return scan
 
-
-def merge_scans(scans: Iterable[ImageScan]) -> ImageScan:
-    merged = ImageScan()
-    for scan in scans:
-        merged.readable.extend(scan.readable)
-        merged.unreadable.extend(scan.unreadable)
-    return merged

@@ -41,8 +41,8 @@ def bilinear_sample(
     # truncation is floor for x, y >= 0; the top-left corner stays one pixel inside so its neighbours exist
     x0 = np.minimum(x.astype(np.int32), width - 2)
     y0 = np.minimum(y.astype(np.int32), height - 2)
-    fx = (x - x0)[..., None]
-    fy = (y - y0)[..., None]
+    fx = (x - x0.astype(np.float32))[..., None]  # (float32 - int32 would promote to float64)
+    fy = (y - y0.astype(np.float32))[..., None]
     flat = image.reshape(-1, channels)
     index = y0 * width + x0
     # np.take is several times faster than fancy indexing for gathering rows

@@ -20,7 +20,7 @@ from lpn_edge.errors import LpnEdgeError
 log = logging.getLogger(__name__)
 
 # Fixed stream numbers, one per kind of choice: adding a view must not change the choices made for the others.
-STREAMS = {"satellite": 1, "drone": 2, "street": 3, "google": 4, "fallback": 5}
+STREAMS = {"satellite": 1, "drone": 2, "street": 3, "google": 4}
 
 
 def item_rng(seed: int, epoch: int, index: int, stream: str) -> np.random.Generator:

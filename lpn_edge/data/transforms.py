@@ -100,7 +100,9 @@ class Shift:
             return image
         width, height = image.size
         if self.fill in ("reflect", "symmetric") and pad >= min(width, height):
-            raise LpnEdgeError(f"a {self.fill} shift of {pad} px needs an image larger than {pad} px, got {width}x{height}")
+            raise LpnEdgeError(
+                f"a {self.fill} shift of {pad} px needs an image larger than {pad} px, got {width}x{height}"
+            )
         padded = F.pad(image, pad, padding_mode=self.fill)
         return F.crop(padded, pad - self.dy, pad - self.dx, height, width)
 

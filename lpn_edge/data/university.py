@@ -96,7 +96,9 @@ class University1652Train(Dataset):
         _check_views(views, epoch)
         missing = [view for view in views if view not in transforms]
         if missing:
-            raise LpnEdgeError(f"no transform given for view(s) {', '.join(missing)}; transforms has {list(transforms)}")
+            raise LpnEdgeError(
+                f"no transform given for view(s) {', '.join(missing)}; transforms has {list(transforms)}"
+            )
         self.root = train_folder(root)
         self.views = views
         self.transforms = {view: transforms[view] for view in views}

@@ -26,7 +26,6 @@ NEIGHBOURHOOD_HALF = 170.0  # metres: what a long drone view sees around the tar
 ORTHO_OVERSAMPLE = 1.5  # the ortho is this much finer than the satellite tile, for sharp close drone views
 PNG_COMPRESSION = 1  # fixed, so that files are byte-identical for a seed; 1 is 6x faster than 6, 6 % larger
 GOOGLE_SHARE = 0.7  # the other training classes get an empty google folder, as in University-1652
-ROLES = ("train", "test", "distractor")
 
 
 @dataclass(frozen=True)

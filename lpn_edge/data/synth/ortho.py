@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lpn_edge.data.synth.noise import fractal_noise
-from lpn_edge.data.synth.world import Building, Neighbourhood, Rect
+from lpn_edge.data.synth.world import Building, Neighbourhood
 
 # One sun for the whole world (the satellite images are taken at one time): in the south-south-east, so shadows
 # fall to the north-north-west.

@@ -90,10 +90,11 @@ def _ground_layer(pyramid: GroundPyramid, camera: Camera, look: Look) -> np.ndar
         colors = np.empty((len(rays), 3), np.float32)
         colors[~hits] = haze + (_ZENITH - haze) * np.clip(-down[~hits], 0, 1)[:, None]
         rays, lengths, down = rays[hits], lengths[hits], down[hits]
-    t = camera.position[2] / (down * lengths)  # ray parameter where z reaches 0
+    cx, cy, cz = (float(v) for v in camera.position)  # Python floats keep the arrays float32
+    t = cz / (down * lengths)  # ray parameter where z reaches 0
     distance = t * lengths
-    x = camera.position[0] + t * rays[:, 0]
-    y = camera.position[1] + t * rays[:, 1]
+    x = cx + t * rays[:, 0]
+    y = cy + t * rays[:, 1]
     # ground metres covered by one pixel: distance / focal across the ray, stretched by 1/sin(grazing angle)
     footprint = distance * (pyramid.ortho.ppm / camera.focal) / np.sqrt(np.maximum(down, 0.05))
     ground = pyramid.sample(x, y, footprint)
@@ -179,10 +180,9 @@ class Scene:
     def __init__(self, hood: Neighbourhood, ortho: Ortho) -> None:
         self.pyramid = GroundPyramid(ortho)
         self.solids = [_prepare_building(b) for b in hood.buildings]
-        self.solids += [
-            _Solid(np.array([t.x, t.y, t.height - t.radius]), t.radius, [], [], (t.radius, np.asarray(t.color, np.float32)))
-            for t in hood.trees
-        ]
+        for tree in hood.trees:
+            crown = (tree.radius, np.asarray(tree.color, np.float32))
+            self.solids.append(_Solid(np.array([tree.x, tree.y, tree.height - tree.radius]), tree.radius, [], [], crown))
 
 
 class _Painter:

@@ -209,8 +209,9 @@ def _random_building(rng: np.random.Generator, cx: float, cy: float, angle: floa
     kind = rng.choice(["house", "block", "ell", "shed"], p=[0.45, 0.3, 0.15, 0.1])
     if kind == "house":
         length, width = rng.uniform(9, 15), rng.uniform(7, 10)
-        return Building([Rect(cx, cy, length, width, angle)], rng.uniform(4, 7), _jitter(rng, _pick(rng, PITCHED_ROOFS)),
-                        _jitter(rng, _pick(rng, WALLS)), rise=width * rng.uniform(0.25, 0.4))
+        roof = _jitter(rng, _pick(rng, PITCHED_ROOFS))
+        return Building([Rect(cx, cy, length, width, angle)], rng.uniform(4, 7), roof, _jitter(rng, _pick(rng, WALLS)),
+                        rise=width * rng.uniform(0.25, 0.4))
     if kind == "ell":  # a bar of length a and width b, with an arm of length arm at one end
         a, b, arm = rng.uniform(18, 30), rng.uniform(9, 13), rng.uniform(16, 26)
         parts = [_placed(cx, cy, angle, 0, 0, a, b), _placed(cx, cy, angle, (a - b) / 2, (arm - b) / 2, b, arm)]

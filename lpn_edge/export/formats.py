@@ -192,7 +192,8 @@ def _precision_refusal(name: str, precision: str) -> str:
 
 
 def _round(value: int, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
+    """The next multiple of `multiple` at or above `value`."""
+    return -(-value // multiple) * multiple
 
 
 def precision_from_flags(fp16: bool, int8: bool) -> str:

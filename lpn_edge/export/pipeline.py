@@ -134,7 +134,7 @@ class _ExportJob:
                             if request.calib_dir is not None else None)
         self.sets = parity_sets(self.size, queries, gallery, parity_data)
         if len(self.sets) == 1:
-            self.result.notes.append(f"parity on random images only: no real images found at {parity_data}")
+            self.note(f"parity on random images only: no real images found at {parity_data}")
         self._references: dict[str, np.ndarray] = {}
         self.variants = [self._variant("full")] + ([self._variant("split")] if request.split else [])
 
@@ -181,6 +181,11 @@ class _ExportJob:
         self.result.parity.extend(figures)
         require(figures)
 
+    def note(self, text: str) -> None:
+        """A decision the user must know about: printed now and kept in the result."""
+        self.result.notes.append(text)
+        self.progress(f"note: {text}")
+
     def add(self, path: Path, fmt: str, precision: str, role: str) -> None:
         self.result.artifacts.append(Artifact(path, fmt, precision, role))
 
@@ -211,11 +216,9 @@ class _ExportJob:
                                   opset=self.request.opset, metadata={**variant.metadata, "precision": "fp32"})
             variant.metadata["opset"] = written
             if written != self.request.opset:
-                self.result.notes.append(
-                    f"{final.name}: opset {written}, not the requested {self.request.opset}: torch's ONNX exporter "
-                    f"implements opset >= 18 and could not convert this graph down (TensorRT >= 8.6 and ONNX "
-                    f"Runtime >= 1.14 read opset 18); pass opset=18 to silence this")
-                self.progress(f"note: {self.result.notes[-1]}")
+                self.note(f"{final.name}: opset {written}, not the requested {self.request.opset}: torch's ONNX "
+                          f"exporter implements opset >= 18 and could not convert this graph down (TensorRT >= 8.6 "
+                          f"and ONNX Runtime >= 1.14 read opset 18); pass opset=18 to silence this")
             if variant.heads is None:
                 ring = variant_ring_weights(self.model, self.request.view, self.size)
                 if not pooling_nodes(onnx.load(str(tmp)), ring):
@@ -241,7 +244,7 @@ class _ExportJob:
         with Staging() as stage:
             tmp = stage.path(final)
             report = quantize_int8(source, tmp, self.calibration)
-            self.result.notes.append(f"{final.name}: {report.summary()}")
+            self.note(f"{final.name}: {report.summary()}")
             self.check_parity(final.name, onnxrt.BACKEND, "int8",
                               lambda images: variant.to_embedding(onnxrt.run_onnx(tmp, images)))
         self.add(final, "onnx", "int8", variant.output_name)

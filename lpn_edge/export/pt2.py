@@ -84,8 +84,7 @@ def build_and_check_pt2(job, variant) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     final = job.out_dir / f"{variant.stem}.pt2"
     if device.type == "cpu":
-        job.result.notes.append(f"{final.name}: compiled for CPU (no CUDA device here); it runs on CPU only")
-        job.progress(f"note: {job.result.notes[-1]}")
+        job.note(f"{final.name}: compiled for CPU (no CUDA device here); it runs on CPU only")
     job.progress(f"compiling {final.name} (AOTInductor, {device.type}; takes a while)")
     lo, _opt, hi = job.request.batch
     batch = (lo, _opt, max(hi, TRACE_BATCH))

@@ -148,6 +148,12 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path):
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
+def test_an_output_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(LpnEdgeError, match="cannot create the output folder"):
+        synthesize(tmp_path / "notes.txt" / "world", **SMALL)
+
+
 def test_overwrite_replaces_an_earlier_synthetic_dataset(tmp_path):
     out = tmp_path / "world"
     out.mkdir()  # an existing empty folder is fine

@@ -205,7 +205,10 @@ def synthesize(
     workers = _check_int("workers", workers if workers is not None else _default_workers(), 1)
     train, test = _split_counts(locations, test_fraction)
     out = Path(out_dir)
-    partial = _prepare_output(out, overwrite)
+    try:
+        partial = _prepare_output(out, overwrite)
+    except OSError as exc:
+        raise LpnEdgeError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
     try:
         roles = ["train"] * train + ["test"] * test + ["distractor"] * distractors
         jobs = [LocationJob(seed, number, role, drone_per_location, size, str(partial))
@@ -222,7 +225,10 @@ def synthesize(
         if out.exists():
             shutil.rmtree(out)  # empty, or an earlier synthetic dataset: checked by _prepare_output
         os.replace(partial, out)
-    except BaseException:
+    except OSError as exc:  # disk full, permissions: say where, and leave nothing half-written behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise LpnEdgeError(f"writing the synthetic dataset to {out} failed: {exc}") from exc
+    except BaseException:  # including KeyboardInterrupt
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return SynthSummary(

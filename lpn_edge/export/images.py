@@ -95,6 +95,13 @@ def real_set(data_dir: Path, size: tuple[int, int], queries: int, gallery: int) 
                            load_images(satellite[:distractors], size), gallery)
 
 
+def calibration_set(calibration: np.ndarray, queries: int, gallery: int) -> ParitySet:
+    """Parity images drawn from the calibration images (N >= 3 needed): a third as queries, the rest distractors."""
+    queries = min(queries, len(calibration) // 3)
+    distractors = calibration[queries:queries + max(gallery - queries, 0)]
+    return _with_positives("calibration", calibration[:queries], distractors, queries + len(distractors))
+
+
 def _with_positives(name: str, queries: np.ndarray, distractors: np.ndarray, gallery: int) -> ParitySet:
     noise = np.random.default_rng(1).standard_normal(queries.shape, dtype=np.float32)
     positives = queries + POSITIVE_NOISE * noise

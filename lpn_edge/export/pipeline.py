@@ -18,7 +18,8 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import onnxrt
 from lpn_edge.export.formats import MIN_CALIBRATION_IMAGES, ExportRequest, check_against_model, check_modules, \
     check_request
-from lpn_edge.export.images import DEFAULT_PARITY_DATA, ParitySet, calibration_images, list_images, parity_sets
+from lpn_edge.export.images import DEFAULT_PARITY_DATA, ParitySet, calibration_images, calibration_set, list_images, \
+    parity_sets
 from lpn_edge.export.metadata import artifact_metadata
 from lpn_edge.export.parity import ParityFigures, compare, require
 from lpn_edge.export.reference import reference_device, run_module
@@ -135,6 +136,12 @@ class _ExportJob:
         self.sets = parity_sets(self.size, queries, gallery, parity_data)
         if len(self.sets) == 1:
             self.note(f"parity on random images only: no real images found at {parity_data}")
+        if self.calibration is not None:
+            # int8 scales are fitted to photos like the calibration images; noise images are out of that range, so
+            # int8 artifacts are checked on (held-in) calibration images instead of random ones.
+            self.int8_sets = [calibration_set(self.calibration, queries, gallery)] + self.sets[1:]
+            self.note(f"int8 parity on {' and '.join(s.name for s in self.int8_sets)} images (not random noise, "
+                      "which int8 scales fitted to photos are not meant for)")
         self._references: dict[str, np.ndarray] = {}
         self.variants = [self._variant("full")] + ([self._variant("split")] if request.split else [])
 
@@ -173,7 +180,7 @@ class _ExportJob:
                      embed: Callable[[np.ndarray], np.ndarray]) -> None:
         """Embed every parity set with `embed` ((N, 3, H, W) -> (N, D)), record the figures, raise on failure."""
         figures = []
-        for images in self.sets:
+        for images in (self.int8_sets if precision == "int8" else self.sets):
             figures.append(compare(self.reference(images), embed(images.images), images.queries,
                                    artifact=artifact_name, backend=backend, precision=precision,
                                    image_set=images.name, reference_name=self.reference_name))

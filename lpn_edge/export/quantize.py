@@ -36,8 +36,8 @@ class QuantizationReport:
     calibration_images: int = 0
 
     def summary(self) -> str:
-        text = (f"{len(self.quantized)} Conv/Gemm/MatMul nodes quantized (per-tensor activation scales from "
-                f"max|x| over {self.calibration_images} images, per-channel weights)")
+        text = (f"{len(self.quantized)} {'/'.join(QUANTIZED_OPS)} nodes quantized (per-tensor activation scales "
+                f"fitted to {self.calibration_images} calibration images, per-channel weights)")
         if self.skipped:
             text += f"; left in fp32: {', '.join(self.skipped)}"
         return text

@@ -1,0 +1,122 @@
+"""int8 Q/DQ ONNX (checked on ONNX Runtime CPU with the int8 thresholds) and the fp16 ONNX converter."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+from test_export_fixtures import SMALL_PARITY, make_checkpoint, write_calibration_folder
+
+from lpn_edge.checkpoint import load_model
+from lpn_edge.export import export_model, read_onnx_metadata
+from lpn_edge.export.fp16 import convert_to_fp16
+from lpn_edge.export.onnx_export import pooling_nodes
+from lpn_edge.export.onnxrt import run_onnx
+from lpn_edge.export.parity import PARITY_THRESHOLDS
+from lpn_edge.export.pipeline import variant_ring_weights
+from lpn_edge.export.quantize import quantize_per_channel
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8")
+    ckpt = make_checkpoint(root / "tiny.pt")
+    calib = write_calibration_folder(root / "calib", 32)
+    result = export_model(ckpt, root / "out", {"onnx"}, precision="int8", calib_dir=calib, split=True,
+                          **SMALL_PARITY)
+    return ckpt, root / "out", result
+
+
+@pytest.mark.slow
+def test_int8_qdq_onnx_meets_the_int8_thresholds(int8_export):
+    _ckpt, out, result = int8_export
+    assert {p.name for p in result.paths()} >= {"tiny-drone.int8.onnx", "tiny-drone.split.int8.onnx"}
+    limit = PARITY_THRESHOLDS["int8"]
+    int8_figures = [f for f in result.parity if f.precision == "int8"]
+    assert len(int8_figures) >= 2
+    for f in int8_figures:
+        assert f.min_cosine >= limit.min_cosine and f.mean_cosine >= limit.mean_cosine
+        assert f.top1_agreement >= limit.min_top1_agreement
+        assert f.mean_cosine < 0.99999  # it really is quantized: not bit-identical to fp32
+    assert any("Conv nodes quantized" in note for note in result.notes)
+
+
+@pytest.mark.slow
+def test_int8_graph_structure(int8_export):
+    _ckpt, out, _result = int8_export
+    graph = onnx.load(str(out / "tiny-drone.int8.onnx"))
+    source = onnx.load(str(out / "tiny-drone.onnx"))
+    ops = Counter(n.op_type for n in graph.graph.node)
+    convs = ops["Conv"]
+    conv_inputs = {n.input[0] for n in source.graph.node if n.op_type == "Conv"}  # downsample shares its block's
+    assert ops["QuantizeLinear"] == len(conv_inputs)
+    assert ops["DequantizeLinear"] == len(conv_inputs) + convs // 2  # activations, and weights once per pair
+    int8_weights = [i for i in graph.graph.initializer if i.data_type == TensorProto.INT8 and len(i.dims) == 4]
+    assert len(int8_weights) == convs // 2  # flip shares weights between the image and its mirror
+    for node in graph.graph.node:
+        if node.op_type == "Conv":
+            assert node.input[0].endswith("_dq") and node.input[1].endswith("_dq")
+    assert read_onnx_metadata(out / "tiny-drone.int8.onnx")["source_fingerprint"]
+
+
+def test_per_channel_quantization_round_trip():
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * np.arange(1, 9)[:, None, None, None]
+    quantized, scales = quantize_per_channel(weight, axis=0)
+    assert quantized.dtype == np.int8 and scales.shape == (8,)
+    assert np.abs(quantized).max() == 127
+    restored = quantized.astype(np.float32) * scales[:, None, None, None]
+    assert np.abs(restored - weight).max() <= scales.max() / 2 + 1e-7
+    np.testing.assert_allclose(scales, np.abs(weight).reshape(8, -1).max(1) / 127, rtol=1e-6)
+    _q, column_scales = quantize_per_channel(weight.reshape(8, -1).T.copy(), axis=1)
+    np.testing.assert_allclose(column_scales, scales, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fp16")
+    ckpt = make_checkpoint(root / "tiny.pt")
+    export_model(ckpt, root / "out", {"onnx"}, parity_queries=2, parity_gallery=4, parity_data=None)
+    return ckpt, root / "out" / "tiny-drone.onnx"
+
+
+def test_fp16_converter_keeps_float32_io_and_the_tail_in_fp32(fp32_onnx, tmp_path):
+    """ONNX Runtime CPU runs fp16 nodes it has no kernel for in fp32, so this checks the converted graph's
+    structure and the fp16 rounding of its weights; fp16 arithmetic itself is TensorRT's."""
+    ckpt, source = fp32_onnx
+    proto = onnx.load(str(source))
+    ring = variant_ring_weights(load_model(ckpt), "drone", (64, 64))
+    keep = [name for node in pooling_nodes(proto, ring) for name in node.output]
+    converted = convert_to_fp16(proto, keep_fp32_from=keep)
+    path = tmp_path / "fp16.onnx"
+    onnx.save(converted, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    assert converted.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert converted.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    initialisers = {i.name: i for i in converted.graph.initializer}
+    conv_weights = [initialisers[n.input[1]] for n in converted.graph.node if n.op_type == "Conv"]
+    assert conv_weights and all(w.data_type == TensorProto.FLOAT16 for w in conv_weights)
+    gemm_weights = [initialisers[n.input[1]] for n in converted.graph.node if n.op_type == "Gemm"]
+    assert gemm_weights and all(w.data_type == TensorProto.FLOAT for w in gemm_weights)  # heads stay fp32
+    assert len(pooling_nodes(converted, ring)) >= 1  # pooling MatMul untouched, fp32
+    images = np.random.default_rng(2).standard_normal((6, 3, 64, 64), dtype=np.float32)
+    reference, half = run_onnx(source, images), run_onnx(path, images)
+    cosine = (reference * half).sum(1)
+    assert cosine.min() >= PARITY_THRESHOLDS["fp16"].min_cosine
+    assert cosine.min() < 0.9999999  # the weights really were rounded to fp16
+    first = converted.graph.node[0]
+    assert first.op_type == "Cast" and first.input[0] == "images"
+
+
+def test_fp16_converter_on_a_graph_without_kept_region(fp32_onnx, tmp_path):
+    _ckpt, source = fp32_onnx
+    converted = convert_to_fp16(onnx.load(str(source)))
+    values = [numpy_helper.to_array(i) for i in converted.graph.initializer]
+    assert not any(v.dtype == np.float32 and v.size > 64 for v in values)  # every large float tensor is fp16
+    onnx.save(converted, str(tmp_path / "all16.onnx"))
+    images = np.random.default_rng(3).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    out = run_onnx(tmp_path / "all16.onnx", images)
+    assert out.dtype == np.float32 and ((out * run_onnx(source, images)).sum(1) >= 0.999).all()

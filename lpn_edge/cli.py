@@ -226,10 +226,14 @@ def data_check(
         raise typer.Exit(1)
 
 
-def _register_export() -> None:
+def _register_stage_commands() -> None:
+    # The export command lives with its stage; its module imports only typer, so --help stays instant.
     from lpn_edge.export.cli import export_command
 
     app.command("export")(friendly_errors(export_command))
+
+
+_register_stage_commands()
 
 
 def main() -> None:  # pragma: no cover - console entry point

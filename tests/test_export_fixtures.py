@@ -26,8 +26,8 @@ SMALL_PARITY = dict(parity_queries=8, parity_gallery=16)
 
 
 def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int] = (64, 64), pool: str = "avg",
-                    parts: int = 4, seed: int = 0) -> Path:
-    """Write an lpn-edge checkpoint with randomised BatchNorm statistics and data-fitted head statistics."""
+                    parts: int = 4, seed: int = 0, samples: int = 96) -> Path:
+    """Write an lpn-edge checkpoint whose BatchNorm statistics are measured on `samples` sample images."""
     torch.manual_seed(seed)
     config = RunConfig(model=ModelConfig(backbone=backbone, num_classes=5, image_size=size, pool=pool, parts=parts))
     model = build_model(config.model)
@@ -40,7 +40,7 @@ def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int
             norm.reset_running_stats()
             norm.momentum = None  # cumulative average over the sample batches
         model.train()
-        for batch in _sample_images(size, generator).split(32):
+        for batch in _sample_images(size, generator, samples).split(32):
             model({"drone": batch, "ground": batch})  # every branch gets statistics
     for norm in norms:
         norm.momentum = 0.1
@@ -52,13 +52,14 @@ def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int
     return save_checkpoint(path, model.eval(), config)
 
 
-def _sample_images(size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
-    if REAL_DATA is not None:
+def _sample_images(size: tuple[int, int], generator: torch.Generator, count: int) -> torch.Tensor:
+    if REAL_DATA is not None:  # the last ids: the parity checks use the first ones
         from lpn_edge.export.images import load_images
 
-        paths = list_images(REAL_DATA / "drone")[-48:] + list_images(REAL_DATA / "satellite")[-48:]
+        half = count // 2
+        paths = list_images(REAL_DATA / "drone")[-half:] + list_images(REAL_DATA / "satellite")[-(count - half):]
         return torch.from_numpy(load_images(paths, size))
-    return torch.randn(96, 3, *size, generator=generator)
+    return torch.randn(count, 3, *size, generator=generator)
 
 
 def write_calibration_folder(folder: Path, count: int, size: tuple[int, int] = (64, 64)) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.export.batching import run_in_batches
 from lpn_edge.export.metadata import sidecar_path, write_sidecar
 from lpn_edge.export.reference import exact_fp32
 from lpn_edge.export.staging import Staging
@@ -53,15 +54,15 @@ def compile_pt2(module: torch.nn.Module, size: tuple[int, int], path: Path, batc
             raise LpnEdgeError(f"pt2 compilation failed ({type(exc).__name__}: {detail})") from None
 
 
-def run_pt2(path: Path, images: np.ndarray, device: torch.device, batch: int) -> np.ndarray:
-    """(N, 3, H, W) float32 -> (N, D) float32 with the compiled package, in chunks of at most `batch` images."""
+def run_pt2(path: Path, images: np.ndarray, device: torch.device, batch: tuple[int, int, int]) -> np.ndarray:
+    """(N, 3, H, W) float32 -> (N, D) float32 with the compiled package, in chunks within its batch range."""
     compiled = torch._inductor.aoti_load_package(str(path))
-    outputs = []
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        return compiled(torch.from_numpy(chunk).to(device)).float().cpu().numpy()
+
     with torch.no_grad(), exact_fp32():
-        for start in range(0, len(images), batch):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).to(device)
-            outputs.append(compiled(chunk).float().cpu().numpy())
-    return np.concatenate(outputs)
+        return run_in_batches(run, images, batch[0], batch[2])
 
 
 def device_info(device: torch.device) -> dict:
@@ -93,7 +94,7 @@ def build_and_check_pt2(job, variant) -> None:
         tmp = stage.path(final)
         compile_pt2(module, job.size, tmp, batch, device)
         job.check_parity(final.name, f"aotinductor-{device.type}", "fp32",
-                         lambda images: run_pt2(tmp, images, device, batch[2]))
+                         lambda images: run_pt2(tmp, images, device, batch))
         meta = {**variant.metadata, "precision": "fp32", "batch": list(batch), **device_info(device),
                 "artifact_fingerprint": file_fingerprint(tmp)}
         meta.pop("opset", None)  # an ONNX notion

@@ -5,7 +5,8 @@ a timing cache reused across builds (a file per TensorRT version and GPU beside 
 `build_serialized_network`. Precision:
   * TensorRT 10: fp32 (TF32 switched off, so "fp32" means fp32), fp16 via `BuilderFlag.FP16`, int8 via
     `BuilderFlag.INT8` and an `IInt8EntropyCalibrator2` fed from the calibration images;
-  * TensorRT >= 11: strongly typed networks only (no precision flags): fp16 from an fp16 copy of the ONNX
+  * TensorRT >= 11: strongly typed networks only (precision flags and the calibrator API are removed there):
+    fp16 from an fp16 copy of the ONNX
     (`fp16.convert_to_fp16`), int8 from the Q/DQ ONNX (`quantize.quantize_int8`, written by the ONNX step).
 Run (parity): `Runtime.deserialize_cuda_engine`, `set_input_shape`, `set_tensor_address`, `execute_async_v3`.
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.export.batching import run_in_batches
 from lpn_edge.export.formats import FORMATS
 from lpn_edge.export.metadata import sidecar_path, write_sidecar
 from lpn_edge.export.staging import Staging
@@ -113,10 +115,9 @@ def build_engine(trt, memory, onnx_path: Path, engine_path: Path, *, precision: 
     major = tensorrt_major(trt)
     logger = _make_logger(trt)
     builder = trt.Builder(logger)
-    flags = 0  # explicit batch is the only mode in TensorRT >= 10
-    if major >= 11:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    # Explicit batch is the only mode in TensorRT >= 10, and strong typing the only mode in >= 11 (no flag needed;
+    # NVIDIA's 10 -> 11 migration guide builds with a plain create_network()).
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
@@ -235,7 +236,8 @@ def build_and_check_engine(job, variant) -> None:
                              calibration=job.calibration, calibration_cache=calibration_cache)
         runner = EngineRunner(trt, memory, tmp)
         job.check_parity(final.name, f"tensorrt-{trt.__version__}", precision,
-                         lambda images: variant.to_embedding(_run_batched(runner, images, request.batch[2])))
+                         lambda images: variant.to_embedding(
+                             run_in_batches(runner.run, images, request.batch[0], request.batch[2])))
         meta = {**variant.metadata, "precision": precision, **info, "tensorrt_build": facts,
                 "artifact_fingerprint": file_fingerprint(tmp)}
         write_sidecar(stage.path(sidecar_path(final)), meta)
@@ -267,6 +269,3 @@ def _fp16_onnx(job, variant, source: Path) -> Path:
     job.add(target, "onnx", "fp16", "trt_input")
     return target
 
-
-def _run_batched(runner: EngineRunner, images: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([runner.run(images[i:i + batch]) for i in range(0, len(images), batch)])

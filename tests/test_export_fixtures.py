@@ -26,7 +26,7 @@ SMALL_PARITY = dict(parity_queries=8, parity_gallery=16)
 
 
 def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int] = (64, 64), pool: str = "avg",
-                    parts: int = 4, seed: int = 0, samples: int = 96) -> Path:
+                    parts: int = 4, seed: int = 0, samples: int = 32) -> Path:
     """Write an lpn-edge checkpoint whose BatchNorm statistics are measured on `samples` sample images."""
     torch.manual_seed(seed)
     config = RunConfig(model=ModelConfig(backbone=backbone, num_classes=5, image_size=size, pool=pool, parts=parts))

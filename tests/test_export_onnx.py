@@ -124,9 +124,9 @@ def test_split_heads_file_needs_no_pickle(exported):
         assert data["weight"].shape == (4, 512, 512) and data["ring_weights"].dtype == np.float32
 
 
-def test_no_flip_non_square_size_override(tmp_path):
+def test_no_flip_non_square_size_override(exported, tmp_path):
     """--no-flip, --size 96,64 (non-square, not the config's size), split heads with bias counted once."""
-    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    ckpt, _out, _result = exported
     result = export_model(ckpt, tmp_path / "out", {"onnx"}, split=True, flip=False, size=(96, 64),
                           parity_queries=4, parity_gallery=8)
     assert all(f.passed for f in result.parity)
@@ -142,9 +142,9 @@ def test_no_flip_non_square_size_override(tmp_path):
     assert ((got * expected).sum(1) >= 0.99999).all()
 
 
-def test_failed_parity_leaves_no_artifact(tmp_path, monkeypatch):
+def test_failed_parity_leaves_no_artifact(exported, tmp_path, monkeypatch):
     """An impossible threshold makes the check fail: the error names the figures and nothing is left behind."""
-    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    ckpt, _out, _result = exported
     out = tmp_path / "out"
     out.mkdir()
     (out / "tiny-drone.onnx").write_bytes(b"an older export that must survive")

@@ -59,7 +59,9 @@ def test_int8_graph_structure(int8_export):
     for node in graph.graph.node:
         if node.op_type == "Conv":
             assert node.input[0].endswith("_dq") and node.input[1].endswith("_dq")
-    assert read_onnx_metadata(out / "tiny-drone.int8.onnx")["source_fingerprint"]
+    meta = read_onnx_metadata(out / "tiny-drone.int8.onnx")
+    assert meta["precision"] == "int8" and "Conv nodes quantized" in meta["quantization"]
+    assert meta["source_fingerprint"] == read_onnx_metadata(out / "tiny-drone.onnx")["source_fingerprint"]
 
 
 def test_per_channel_quantization_round_trip():

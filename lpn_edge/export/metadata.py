@@ -60,6 +60,15 @@ def set_onnx_metadata(model_proto, meta: dict[str, Any]) -> None:
         entry.key, entry.value = key, json.dumps(value, sort_keys=True)
 
 
+def rewrite_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Replace the metadata of the ONNX file at `path` (e.g. a converted copy that must state its own precision)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_onnx_metadata(proto, meta)
+    onnx.save(proto, str(path))
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata dict an lpn-edge ONNX file carries (inverse of `set_onnx_metadata`)."""
     import onnx

@@ -60,7 +60,7 @@ class ParityFigures:
     def line(self) -> str:
         limit = self.threshold
         return (f"{self.artifact} [{self.backend}, {self.precision}] vs {self.reference} on {self.images} "
-                f"{self.image_set} images: cosine min {self.min_cosine:.7f} mean {self.mean_cosine:.7f} "
+                f"{self.image_set} images: cosine min {self.min_cosine:.8f} mean {self.mean_cosine:.8f} "
                 f"(need >= {limit.min_cosine} / {limit.mean_cosine}), top-1 {self.top1_same}/{self.queries} same "
                 f"(need >= {limit.min_top1_agreement:.0%}) -> {'ok' if self.passed else 'FAILED'}")
 

@@ -20,7 +20,7 @@ from lpn_edge.export.formats import MIN_CALIBRATION_IMAGES, ExportRequest, check
     check_request
 from lpn_edge.export.images import DEFAULT_PARITY_DATA, ParitySet, calibration_images, calibration_set, list_images, \
     parity_sets
-from lpn_edge.export.metadata import artifact_metadata
+from lpn_edge.export.metadata import artifact_metadata, rewrite_onnx_metadata
 from lpn_edge.export.parity import ParityFigures, compare, require
 from lpn_edge.export.reference import reference_device, run_module
 from lpn_edge.export.staging import Staging
@@ -143,6 +143,7 @@ class _ExportJob:
             self.note(f"int8 parity on {' and '.join(s.name for s in self.int8_sets)} images (not random noise, "
                       "which int8 scales fitted to photos are not meant for)")
         self._references: dict[str, np.ndarray] = {}
+        self._reference_module: torch.nn.Module | None = None
         self.variants = [self._variant("full")] + ([self._variant("split")] if request.split else [])
 
     # -- building blocks -------------------------------------------------------------------------------------------
@@ -168,8 +169,10 @@ class _ExportJob:
         """PyTorch fp32 embeddings of a parity set (computed once, on CUDA when present)."""
         if images.name not in self._references:
             device = reference_device()
-            module = self.embedding_model if device.type == "cpu" else copy.deepcopy(self.embedding_model).to(device)
-            self._references[images.name] = run_module(module, images.images, device)
+            if self._reference_module is None:
+                self._reference_module = (self.embedding_model if device.type == "cpu"
+                                          else copy.deepcopy(self.embedding_model).to(device))
+            self._references[images.name] = run_module(self._reference_module, images.images, device)
         return self._references[images.name]
 
     @property
@@ -194,7 +197,9 @@ class _ExportJob:
         self.progress(f"note: {text}")
 
     def add(self, path: Path, fmt: str, precision: str, role: str) -> None:
-        self.result.artifacts.append(Artifact(path, fmt, precision, role))
+        artifact = Artifact(path, fmt, precision, role)
+        if artifact not in self.result.artifacts:  # e.g. the timing cache shared by several engines
+            self.result.artifacts.append(artifact)
 
     # -- formats ---------------------------------------------------------------------------------------------------
 
@@ -251,6 +256,7 @@ class _ExportJob:
         with Staging() as stage:
             tmp = stage.path(final)
             report = quantize_int8(source, tmp, self.calibration)
+            rewrite_onnx_metadata(tmp, {**variant.metadata, "precision": "int8", "quantization": report.summary()})
             self.note(f"{final.name}: {report.summary()}")
             self.check_parity(final.name, onnxrt.BACKEND, "int8",
                               lambda images: variant.to_embedding(onnxrt.run_onnx(tmp, images)))

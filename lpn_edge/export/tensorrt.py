@@ -24,7 +24,7 @@ import numpy as np
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export.batching import run_in_batches
 from lpn_edge.export.formats import FORMATS
-from lpn_edge.export.metadata import sidecar_path, write_sidecar
+from lpn_edge.export.metadata import set_onnx_metadata, sidecar_path, write_sidecar
 from lpn_edge.export.staging import Staging
 
 INPUT_NAME = "images"
@@ -39,8 +39,13 @@ def require_tensorrt():
     major = tensorrt_major(trt)
     if major < 10:
         raise LpnEdgeError(f"--trt needs TensorRT >= 10, found {trt.__version__}")
+    import torch
+
     from lpn_edge.export.cuda_memory import cuda_memory
 
+    if not torch.cuda.is_available():
+        raise LpnEdgeError("--trt builds for the GPU it runs on, and no CUDA GPU is visible here "
+                           "(check the driver and CUDA_VISIBLE_DEVICES)")
     cuda_memory()  # raises when neither cuda-python nor pycuda is installed
     return trt
 
@@ -264,7 +269,10 @@ def _fp16_onnx(job, variant, source: Path) -> Path:
         keep = [name for node in pooling_nodes(proto, ring) for name in node.output]
     with Staging() as stage:
         tmp = stage.path(target)
-        onnx.save(convert_to_fp16(proto, keep_fp32_from=keep), str(tmp))
+        converted = convert_to_fp16(proto, keep_fp32_from=keep)
+        set_onnx_metadata(converted, {**variant.metadata, "precision": "fp16", "fp32_region": "pooling, heads and "
+                                      "normalisation" if keep else "none"})
+        onnx.save(converted, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
     job.add(target, "onnx", "fp16", "trt_input")
     return target

@@ -61,7 +61,8 @@ FORMATS: dict[str, ExportFormat] = {
 class ExportRequest:
     """A checked export request: every field is valid and the combination makes sense."""
 
-    formats: frozenset[str]
+    formats: frozenset[str]  # what will be built ("trt" adds "onnx")
+    requested: frozenset[str]  # what the user asked for
     precision: str
     calib_dir: Path | None
     view: str
@@ -117,7 +118,7 @@ def check_request(formats: set[str] | frozenset[str], precision: str = "fp32", c
 
     Model-dependent checks (view, size vs backbone stride, split vs pool) are in `check_against_model`.
     """
-    formats = frozenset(formats)
+    formats = requested = frozenset(formats)
     if not formats:
         raise LpnEdgeError("choose at least one export format: --onnx, --trt or --pt2")
     unknown = sorted(formats - set(FORMATS))
@@ -149,7 +150,7 @@ def check_request(formats: set[str] | frozenset[str], precision: str = "fp32", c
         raise LpnEdgeError(f"workspace_mb must be >= 1, got {workspace_mb}")
     if size is not None and (len(size) != 2 or min(size) < 32):
         raise LpnEdgeError(f"--size must be H,W with both >= 32 pixels; got {size}")
-    return ExportRequest(formats=formats, precision=precision, calib_dir=Path(calib_dir) if calib_dir else None,
+    return ExportRequest(formats=formats, requested=requested, precision=precision, calib_dir=Path(calib_dir) if calib_dir else None,
                          view=view, batch=check_batch(tuple(batch)), size=tuple(size) if size else None,
                          split=split, flip=flip, opset=opset, workspace_mb=workspace_mb)
 

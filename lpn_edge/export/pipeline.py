@@ -211,9 +211,18 @@ class _ExportJob:
     def _build_onnx(self) -> None:
         for variant in self.variants:
             self._onnx_fp32(variant)
-        if self.request.precision == "int8":
+        if self.request.precision == "int8" and self._wants_qdq_onnx():
             for variant in self.variants:
                 self._onnx_int8(variant)
+
+    def _wants_qdq_onnx(self) -> bool:
+        """The Q/DQ ONNX is written when asked for (--onnx) or when TensorRT >= 11 needs it for int8; TensorRT 10
+        calibrates the fp32 graph itself."""
+        if "onnx" in self.request.requested:
+            return True
+        from lpn_edge.export.tensorrt import require_tensorrt, tensorrt_major
+
+        return tensorrt_major(require_tensorrt()) >= 11
 
     def _onnx_fp32(self, variant: GraphVariant) -> None:
         import onnx

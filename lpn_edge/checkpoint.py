@@ -6,7 +6,6 @@ optimizer, scheduler, scaler and rng. Anything else is refused with a one-line e
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +68,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except RuntimeError as exc:
         raise LpnEdgeError(f"{path}: weights do not match the stored config: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval()
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """sha256 of the file's bytes (hex, first 16 digits): names the exact checkpoint an artifact came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def _looks_official(payload: Any) -> bool:

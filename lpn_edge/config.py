@@ -113,7 +113,7 @@ class TrainConfig:
 class ExportConfig:
     """Defaults for `lpn-edge export` (the command line overrides them)."""
 
-    opset: int = 17
+    opset: int = 18  # torch's ONNX exporter implements opset >= 18 for the full graph
     view: str = "drone"
     flip: bool = True
     batch: tuple[int, int, int] = (1, 8, 32)  # min, opt, max of the dynamic batch

@@ -11,7 +11,8 @@ import pytest
 import torch
 from test_export_fixtures import REAL_DATA, SMALL_PARITY, make_checkpoint
 
-from lpn_edge.checkpoint import file_fingerprint, load_model
+from lpn_edge.checkpoint import load_model
+from lpn_edge.fileio import file_fingerprint
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import export_model, load_split_heads, read_onnx_metadata, split_head_embedding
 from lpn_edge.export.onnx_export import pooling_nodes

@@ -12,7 +12,8 @@ import pytest
 import torch
 from test_export_fixtures import make_checkpoint
 
-from lpn_edge.checkpoint import file_fingerprint, load_model
+from lpn_edge.checkpoint import load_model
+from lpn_edge.fileio import file_fingerprint
 from lpn_edge.export import export_model
 
 

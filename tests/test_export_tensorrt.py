@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_export_fixtures import SMALL_PARITY, make_checkpoint, write_calibration_folder
 
-from lpn_edge.checkpoint import file_fingerprint
+from lpn_edge.fileio import file_fingerprint
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import check_engine_sidecar, export_model
 from lpn_edge.export.metadata import write_sidecar

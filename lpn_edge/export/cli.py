@@ -24,7 +24,7 @@ def export_command(
     split: bool = typer.Option(False, "--split", help="Also write the backbone-only graph and its heads (.npz)."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Leave test-time flip out of the graph."),
     out: Path = typer.Option(Path("export"), "--out", help="Output folder."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 17; torch exports the full graph at 18)."),
     workspace_mb: int = typer.Option(2048, "--workspace-mb", help="TensorRT builder workspace in MiB."),
 ):
     """Export a checkpoint to ONNX, TensorRT and/or AOTInductor and check each artifact against PyTorch.

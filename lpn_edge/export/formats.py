@@ -112,7 +112,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def check_request(formats: set[str] | frozenset[str], precision: str = "fp32", calib_dir: Path | str | None = None,
                   view: str = "drone", batch: tuple[int, int, int] = (1, 8, 32),
-                  size: tuple[int, int] | None = None, split: bool = False, flip: bool = True, opset: int = 17,
+                  size: tuple[int, int] | None = None, split: bool = False, flip: bool = True, opset: int = 18,
                   workspace_mb: int = 2048) -> ExportRequest:
     """Refuse every combination that makes no sense, before any work; return the checked request.
 

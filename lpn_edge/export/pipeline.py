@@ -75,7 +75,7 @@ class GraphVariant:
 
 def export_model(checkpoint: str | Path, out_dir: str | Path, formats: set[str], precision: str = "fp32",
                  calib_dir: str | Path | None = None, view: str = "drone", batch: tuple[int, int, int] = (1, 8, 32),
-                 size: tuple[int, int] | None = None, split: bool = False, flip: bool = True, opset: int = 17,
+                 size: tuple[int, int] | None = None, split: bool = False, flip: bool = True, opset: int = 18,
                  workspace_mb: int = 2048, *, parity_queries: int = 32, parity_gallery: int = 64,
                  parity_data: str | Path | None = DEFAULT_PARITY_DATA,
                  progress: Callable[[str], None] | None = None) -> ExportResult:
@@ -117,7 +117,8 @@ class _ExportJob:
 
     def __init__(self, request: ExportRequest, checkpoint: Path, out_dir: Path, queries: int, gallery: int,
                  parity_data: Path | None, progress: Callable[[str], None]) -> None:
-        from lpn_edge.checkpoint import file_fingerprint, load_model, read_checkpoint
+        from lpn_edge.checkpoint import load_model, read_checkpoint
+        from lpn_edge.fileio import file_fingerprint
         from lpn_edge.model.backbones import feature_stride
         from lpn_edge.model.lpn import EmbeddingModel
 

@@ -80,7 +80,7 @@ def build_and_check_pt2(job, variant) -> None:
 
     job: the pipeline's export job (model, parity sets, result); variant: its full-graph `GraphVariant`.
     """
-    from lpn_edge.checkpoint import file_fingerprint
+    from lpn_edge.fileio import file_fingerprint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     final = job.out_dir / f"{variant.stem}.pt2"

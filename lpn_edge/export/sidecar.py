@@ -28,7 +28,7 @@ def check_engine_sidecar(engine_path: str | Path, runtime_info: dict) -> dict:
     very file (fingerprint), the TensorRT version, GPU name and compute capability are equal, the CUDA major
     version is equal.
     """
-    from lpn_edge.checkpoint import file_fingerprint
+    from lpn_edge.fileio import file_fingerprint
 
     engine_path = Path(engine_path)
     if not engine_path.is_file():

@@ -26,7 +26,7 @@ class SplitBackbone(nn.Module):
         super().__init__()
         if model.config.pool != "avg":
             raise LpnEdgeError(f"--split needs avg pooling; this model uses pool {model.config.pool!r}")
-        model._check_view(view)
+        model.check_view(view)
         self.model, self.view, self.flip = model, view, flip
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -213,7 +213,7 @@ def build_and_check_engine(job, variant) -> None:
 
     job: the pipeline's export job (request, paths, parity, result); variant: its `GraphVariant`.
     """
-    from lpn_edge.checkpoint import file_fingerprint
+    from lpn_edge.fileio import file_fingerprint
     from lpn_edge.export.cuda_memory import cuda_memory
 
     trt, memory = require_tensorrt(), cuda_memory()

@@ -9,9 +9,9 @@ from torch import nn
 
 from lpn_edge.config import ModelConfig
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.model.backbones import OUT_CHANNELS, build_backbone
+from lpn_edge.model.backbones import OUT_CHANNELS, build_backbone, feature_stride
 from lpn_edge.model.heads import ClassBlock
-from lpn_edge.model.partition import pool_parts, pool_parts_matmul
+from lpn_edge.model.partition import partition_matrix, pool_parts, pool_parts_matmul
 
 # Which backbone encodes which input: the extra Google images of University-1652 go through the ground branch.
 BRANCH_INPUTS = {"satellite": "satellite", "drone": "drone", "ground": "ground", "google": "ground"}
@@ -36,6 +36,11 @@ class LPN(nn.Module):
         self.classifiers = nn.ModuleList(
             ClassBlock(in_features, config.num_classes, config.dropout, config.bottleneck) for _ in range(config.parts)
         )
+        # Build the pooling matrices of the configured input size now, in eager mode: torch.export and the ONNX
+        # exporter cannot trace their construction (they read Python floats off tensors).
+        map_size = [-(-side // feature_stride(config.backbone, config.stride)) for side in config.image_size]
+        for kind in {config.satellite_partition, config.ground_partition}:
+            partition_matrix(kind, *map_size, config.parts)
 
     @staticmethod
     def _branches(config: ModelConfig) -> dict[str, str]:
@@ -47,7 +52,8 @@ class LPN(nn.Module):
     def views(self) -> tuple[str, ...]:
         return tuple(self.branch_of)
 
-    def _check_view(self, view: str) -> str:
+    def check_view(self, view: str) -> str:
+        """The branch input a view uses ("google" -> "ground"); an LpnEdgeError for a view the model lacks."""
         branch_view = BRANCH_INPUTS.get(view)
         if branch_view not in self.branch_of:
             raise LpnEdgeError(f"view {view!r} is not part of this {self.config.views}-view model; expected one of "
@@ -56,10 +62,10 @@ class LPN(nn.Module):
 
     def feature_map(self, images: torch.Tensor, view: str) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, C, h, w) backbone feature map of the view's branch."""
-        return self.backbones[self.branch_of[self._check_view(view)]](images)
+        return self.backbones[self.branch_of[self.check_view(view)]](images)
 
     def partition_kind(self, view: str) -> str:
-        view = self._check_view(view)
+        view = self.check_view(view)
         return self.config.ground_partition if view == "ground" else self.config.satellite_partition
 
     def pool(self, feature_map: torch.Tensor, view: str) -> torch.Tensor:
@@ -111,8 +117,9 @@ class EmbeddingModel(nn.Module):
 
     def __init__(self, model: LPN, view: str, flip: bool = True) -> None:
         super().__init__()
-        model._check_view(view)
+        model.check_view(view)
         self.model, self.view, self.flip = model, view, flip
+        self.train(model.training)  # a new Module starts in training mode; mirror the model's instead
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.embed(images, self.view, flip=self.flip)

@@ -29,7 +29,7 @@ class DemoPlan:
 
 
 PLANS = {
-    "default": DemoPlan(locations=64, drone_per_location=12, size=128, distractors=32, epochs=6, lr_steps=(5,)),
+    "default": DemoPlan(locations=64, drone_per_location=12, size=128, distractors=32, epochs=9, lr_steps=(7,)),
     "quick": DemoPlan(locations=20, drone_per_location=6, size=96, distractors=10, epochs=4, lr_steps=(3,)),
 }
 MODELS = {"LPN (4 parts)": 4, "baseline (1 part)": 1}
@@ -94,8 +94,7 @@ def _export(checkpoint: str, out_dir: Path, say: Callable[[str], None]) -> dict:
         return {"skipped": "onnx / onnxruntime not installed"}
     from lpn_edge.export.pipeline import export_model
 
-    result = export_model(checkpoint, out_dir, {"onnx"}, view="drone", parity_queries=8, parity_gallery=16,
-                          parity_data=None)
+    result = export_model(checkpoint, out_dir, {"onnx"}, view="drone", parity_queries=8, parity_gallery=16)
     for line in result.lines():
         say(f"  {line}")
     return {"artifacts": [str(p) for p in result.paths()], "parity": [f.line() for f in result.parity]}

@@ -101,3 +101,21 @@ def test_bad_task_and_missing_folders(world, checkpoint, tmp_path):
     empty.mkdir()
     result = runner.invoke(app, ["eval", str(checkpoint), "--data", str(empty)])
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_view_folder_layout_evaluates_drone_and_satellite(checkpoint, tmp_path):
+    from data_helpers import make_class_tree
+
+    make_class_tree(tmp_path / "pairs" / "drone", ["0000", "0001", "0002"], 1, seed=1)
+    make_class_tree(tmp_path / "pairs" / "satellite", ["0000", "0001", "0002"], 1, seed=2)
+    report = evaluate(checkpoint, tmp_path / "pairs", EvalOptions(progress=False, out_json=tmp_path / "m.json"))
+    assert set(report.metrics) == {"drone2sat", "sat2drone"}
+    assert report.metrics["drone2sat"]["R@10"] == 1.0  # 3 locations: every match is within the top 10
+
+
+def test_real_mosaic_pairs_through_eval(checkpoint, mosaic_dir, tmp_path):
+    report = evaluate(checkpoint, mosaic_dir, EvalOptions(task="drone2sat", progress=False,
+                                                          out_json=tmp_path / "m.json"))
+    metrics = report.metrics["drone2sat"]
+    assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
+    assert json.loads((tmp_path / "m.json").read_text())["layout"] == "view-folders"

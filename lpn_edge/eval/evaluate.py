@@ -59,7 +59,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     model = load_model(checkpoint)
     layout = detect_layout(data_dir)
-    if layout not in ("university1652", "cvusa", "cvact", "cvusa-raw", "cvact-raw"):
+    if layout not in ("university1652", "view-folders", "cvusa", "cvact", "cvusa-raw", "cvact-raw"):
         raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
     tasks = select_tasks(options.task, layout, data_dir, model.views)
     encoder = _Encoder(model, data_dir, layout, options)
@@ -118,9 +118,9 @@ class _Encoder:
     def dataset(self, where: str | Path, perturbed: bool):
         from lpn_edge.data.university import RetrievalFolder
 
-        if self.layout == "university1652" or Path(where).is_absolute():
-            folder = Path(where) if Path(where).is_absolute() else self.data_dir / "test" / where
-            return RetrievalFolder(folder, self.transform(perturbed))
+        if self.layout in ("university1652", "view-folders") or Path(where).is_absolute():
+            base = self.data_dir / "test" if self.layout == "university1652" else self.data_dir
+            return RetrievalFolder(Path(where) if Path(where).is_absolute() else base / where, self.transform(perturbed))
         from lpn_edge.data.crossview import list_pairs, readable_pairs
         from lpn_edge.eval.features import ImagePaths
 

@@ -24,6 +24,13 @@ UNIVERSITY_TASKS = {
     "ground2sat": Task("ground2sat", "query_street", "ground", "gallery_satellite", "satellite"),
     "sat2ground": Task("sat2ground", "query_satellite", "satellite", "gallery_street", "ground"),
 }
+# View folders straight under the root (e.g. ../shared/data/u1652-mosaic: drone/<id>/*, satellite/<id>/*).
+VIEW_FOLDER_TASKS = {
+    "drone2sat": Task("drone2sat", "drone", "drone", "satellite", "satellite"),
+    "sat2drone": Task("sat2drone", "satellite", "satellite", "drone", "drone"),
+    "ground2sat": Task("ground2sat", "street", "ground", "satellite", "satellite"),
+    "sat2ground": Task("sat2ground", "satellite", "satellite", "street", "ground"),
+}
 PAIR_TASKS = {
     "ground2sat": Task("ground2sat", "ground", "ground", "satellite", "satellite"),
     "sat2ground": Task("sat2ground", "satellite", "satellite", "ground", "ground"),
@@ -33,7 +40,8 @@ TASK_NAMES = ("drone2sat", "sat2drone", "ground2sat", "sat2ground")
 
 def select_tasks(requested: str, layout: str, data_dir: Path, model_views: tuple[str, ...]) -> list[Task]:
     """The tasks to run: one by name, or "all" = every task whose folders exist and whose views the model has."""
-    available = UNIVERSITY_TASKS if layout == "university1652" else PAIR_TASKS
+    available = {"university1652": UNIVERSITY_TASKS, "view-folders": VIEW_FOLDER_TASKS}.get(layout, PAIR_TASKS)
+    folders = {"university1652": data_dir / "test", "view-folders": data_dir}.get(layout)
     if requested != "all":
         if requested not in available:
             raise LpnEdgeError(f"task {requested!r} does not exist for a {layout} data set; expected one of "
@@ -42,8 +50,7 @@ def select_tasks(requested: str, layout: str, data_dir: Path, model_views: tuple
     else:
         chosen = list(available.values())
     usable = [t for t in chosen if t.query_view in model_views and t.gallery_view in model_views
-              and (layout != "university1652" or ((data_dir / "test" / t.query).is_dir()
-                                                  and (data_dir / "test" / t.gallery).is_dir()))]
+              and (folders is None or ((folders / t.query).is_dir() and (folders / t.gallery).is_dir()))]
     if not usable:
         raise LpnEdgeError(f"no evaluation task can run on {data_dir}: task {requested}, model views "
                            f"{', '.join(model_views)}; University-1652 needs test/query_drone and "

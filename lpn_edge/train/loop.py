@@ -85,22 +85,84 @@ def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool)
     return moved
 
 
-def train(config: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False, force: bool = False,
-          device: str | None = None, progress: bool = True, max_steps: int | None = None) -> TrainResult:
-    """Train an LPN; `resume=True` continues the run in `out_dir` exactly where its last checkpoint stopped.
+def train(config: RunConfig | None, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
+          force: bool = False, device: str | None = None, progress: bool = True,
+          max_steps: int | None = None) -> TrainResult:
+    """Train an LPN; `resume=True` continues the run in `out_dir` exactly where its last checkpoint stopped (then
+    `config` may be None, or only change train.epochs).
 
     `max_steps` stops (and checkpoints) after that many optimiser steps in this call: for tests and smoke runs.
     """
-    from lpn_edge.model import build_model
-
     out_dir = Path(out_dir)
     dist = distributed.setup(device)
-    state: dict[str, Any] | None = None
+    config, state, dataset = _prepare(config, data_dir, out_dir, resume, force, dist)
+    setup = _Setup.build(config, state, dist, dataset)
+    start_epoch, start_step = (int(state["epoch"]), int(state.get("step", 0))) if state else (0, 0)
+    log = runs.MetricsLog(out_dir, start_epoch) if dist.is_main else None
+    if dist.is_main:
+        print(f"training {config.model.views}-view LPN ({config.model.backbone}, {config.model.parts} parts) on "
+              f"{dist.device} x{dist.world}, {setup.precision.name}, {len(dataset)} items/epoch, epochs "
+              f"{start_epoch + 1}..{config.train.epochs}" + (f" (resuming at step {start_step})" if start_step else ""))
+
+    def checkpoint(epoch: int, step: int, metrics: dict) -> Path:
+        return save_checkpoint(out_dir / runs.LAST, setup.module, config, epoch=epoch, metrics=metrics, step=step,
+                               rng=_rng_state(), **setup.state_dicts())
+
+    steps_run, stopped_by, metrics, epoch = 0, None, {}, start_epoch
+    history = [{k: float(v) for k, v in row.items()} for row in (log.rows if log else [])]
+    try:
+        with graceful_stop() as stop:
+            for epoch in range(start_epoch, config.train.epochs):
+                skip = start_step if epoch == start_epoch else 0
+                if skip and state and "rng" in state:
+                    _restore_rng(state["rng"])
+                else:
+                    _seed_epoch(config.train.seed, epoch)
+                loader, total = _epoch_loader(dataset, config, dist, epoch, skip)
+                outcome = _run_epoch(setup, loader, dist, stop, epoch, total, skip, progress and dist.is_main,
+                                     None if max_steps is None else max_steps - steps_run)
+                epoch_steps = outcome.pop("steps")
+                steps_run += epoch_steps
+                if outcome.pop("stopped"):
+                    stopped_by = stop.signal_name or "max_steps"
+                    if dist.is_main:
+                        checkpoint(epoch, skip + epoch_steps, metrics)
+                    break
+                setup.scheduler.step()
+                metrics = {**outcome, "epoch": epoch + 1, "lr_backbone": setup.optimizer.param_groups[0]["lr"],
+                           "lr_heads": setup.optimizer.param_groups[1]["lr"]}
+                out_of_steps = max_steps is not None and steps_run >= max_steps
+                if dist.is_main:
+                    log.log(metrics)
+                    history.append(metrics)
+                    if (epoch + 1) % config.train.checkpoint_every == 0 or epoch + 1 == config.train.epochs \
+                            or stop or out_of_steps:
+                        checkpoint(epoch + 1, 0, metrics)
+                if (stop or out_of_steps) and epoch + 1 < config.train.epochs:
+                    stopped_by, epoch = stop.signal_name or "max_steps", epoch + 1
+                    break
+    finally:
+        if log:
+            log.close()
+        distributed.teardown(dist)
+    final = None
+    if stopped_by is None and dist.is_main:
+        final = save_checkpoint(out_dir / runs.FINAL, setup.module, config, epoch=config.train.epochs, metrics=metrics)
+    if stopped_by and dist.is_main:
+        print(f"stopped by {stopped_by}: checkpoint saved to {out_dir / runs.LAST}; continue with "
+              f"`lpn-edge train --resume {out_dir}`")
+    epochs_done = config.train.epochs if stopped_by is None else epoch  # epochs completed before the stop
+    return TrainResult(out_dir, out_dir / runs.LAST, final, epochs_done, stopped_by, history)
+
+
+def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, force: bool, dist):
+    """The run's config (the checkpoint's when resuming), its saved state, and its dataset."""
+    state = None
     if resume:
         ckpt_path = runs.resumable_checkpoint(out_dir)
         state = read_checkpoint(ckpt_path)
-        config = checkpoint_config(state, ckpt_path).replace(_train_overrides(config), "resume overrides") \
-            if config is not None else checkpoint_config(state, ckpt_path)
+        stored = checkpoint_config(state, ckpt_path)
+        config = stored.replace(_train_overrides(config), "resume overrides") if config is not None else stored
     elif dist.is_main:
         runs.prepare_new_run(out_dir, force)
     dataset = build_train_dataset(config, data_dir)
@@ -112,92 +174,58 @@ def train(config: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: 
         config = config.replace({"model.num_classes": dataset.num_classes})
     if dist.is_main and not resume:
         save_config(config, out_dir / runs.CONFIG)
+    return config, state, dataset
 
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, "none" if state else config.train.backbone_weights)
-    if state:
-        model.load_state_dict(state["state_dict"])
-    precision = _precision(config.train.precision, dist.device)
-    channels_last = config.train.channels_last and dist.device.type == "cuda"
-    model = model.to(dist.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    module = model
-    if dist.world > 1:
-        # The ground trunk gets no gradient when the data has no street/Google images: DDP must be told.
-        ground_unfed = model.views.count("ground") and "street" not in getattr(dataset, "views", ("street",))
-        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(ground_unfed))
-    optimizer = build_optimizer(module, config.train)
-    scheduler = build_scheduler(optimizer, config.train)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if precision.scaler is not None and state.get("scaler"):
-            precision.scaler.load_state_dict(state["scaler"])
-    start_epoch, start_step = (int(state["epoch"]), int(state.get("step", 0))) if state else (0, 0)
-    log = runs.MetricsLog(out_dir, start_epoch) if dist.is_main else None
-    if dist.is_main:
-        print(f"training {config.model.views}-view LPN ({config.model.backbone}, {config.model.parts} parts) on "
-              f"{dist.device} x{dist.world}, {precision.name}, {len(dataset)} items/epoch, epochs "
-              f"{start_epoch + 1}..{config.train.epochs}" + (f" (resuming at step {start_step})" if start_step else ""))
 
-    def checkpoint(epoch: int, step: int, metrics: dict) -> Path:
-        return save_checkpoint(
-            out_dir / runs.LAST, module, config, epoch=epoch, metrics=metrics, step=step,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            scaler=precision.scaler.state_dict() if precision.scaler else {}, rng=_rng_state())
+@dataclass
+class _Setup:
+    """Everything that learns: the model (DDP-wrapped when distributed), optimiser, schedule, precision."""
 
-    steps_run, stopped_by, metrics = 0, None, {}
-    history = [dict((k, float(v)) for k, v in row.items()) for row in (log.rows if log else [])]
-    try:
-        with graceful_stop() as stop:
-            for epoch in range(start_epoch, config.train.epochs):
-                skip = start_step if epoch == start_epoch else 0
-                if skip and state and "rng" in state:
-                    _restore_rng(state["rng"])
-                else:
-                    _seed_epoch(config.train.seed, epoch)
-                dataset.set_epoch(epoch)
-                batches = EpochBatches(len(dataset), config.data.batch_size, config.train.seed, epoch, skip,
-                                       dist.rank, dist.world)
-                loader = torch.utils.data.DataLoader(
-                    dataset, batch_sampler=batches, num_workers=config.data.num_workers,
-                    pin_memory=dist.device.type == "cuda", persistent_workers=False,
-                    generator=torch.Generator().manual_seed(config.train.seed * 7919 + epoch))
-                outcome = _run_epoch(model, loader, optimizer, precision, dist, channels_last, stop,
-                                     epoch, batches.total, skip, progress and dist.is_main,
-                                     None if max_steps is None else max_steps - steps_run)
-                steps_run += outcome["steps"]
-                if outcome["stopped"]:
-                    stopped_by = stop.signal_name or "max_steps"
-                    if dist.is_main:
-                        checkpoint(epoch, skip + outcome["steps"], metrics)
-                    break
-                scheduler.step()
-                metrics = {k: v for k, v in outcome.items() if k not in ("steps", "stopped")}
-                out_of_steps = max_steps is not None and steps_run >= max_steps
-                metrics.update(epoch=epoch + 1, lr_backbone=optimizer.param_groups[0]["lr"],
-                               lr_heads=optimizer.param_groups[1]["lr"])
-                if dist.is_main:
-                    log.log(metrics)
-                    history.append(metrics)
-                    if (epoch + 1) % config.train.checkpoint_every == 0 or epoch + 1 == config.train.epochs \
-                            or stop or out_of_steps:
-                        checkpoint(epoch + 1, 0, metrics)
-                if (stop or out_of_steps) and epoch + 1 < config.train.epochs:
-                    stopped_by = stop.signal_name or "max_steps"
-                    epoch += 1
-                    break
-    finally:
-        if log:
-            log.close()
-        distributed.teardown(dist)
-    final = None
-    if stopped_by is None and dist.is_main:
-        final = save_checkpoint(out_dir / runs.FINAL, module, config, epoch=config.train.epochs, metrics=metrics)
-    epochs_done = config.train.epochs if stopped_by is None else epoch  # epochs completed before the stop
-    if stopped_by and dist.is_main:
-        print(f"stopped by {stopped_by}: checkpoint saved to {out_dir / runs.LAST}; continue with "
-              f"`lpn-edge train --resume {out_dir}`")
-    return TrainResult(out_dir, out_dir / runs.LAST, final, epochs_done, stopped_by, history)
+    model: torch.nn.Module  # what the forward pass calls
+    module: torch.nn.Module  # the plain LPN inside (what is saved)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: _Precision
+    channels_last: bool
+
+    @classmethod
+    def build(cls, config: RunConfig, state: dict | None, dist, dataset) -> _Setup:
+        from lpn_edge.model import build_model
+
+        torch.manual_seed(config.train.seed)
+        module = build_model(config.model, "none" if state else config.train.backbone_weights)
+        if state:
+            module.load_state_dict(state["state_dict"])
+        precision = _precision(config.train.precision, dist.device)
+        channels_last = config.train.channels_last and dist.device.type == "cuda"
+        module = module.to(dist.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        model = module
+        if dist.world > 1:
+            # The ground trunk gets no gradient when the data has no street/Google images: DDP must be told.
+            ground_unfed = module.views.count("ground") and "street" not in getattr(dataset, "views", ("street",))
+            model = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=bool(ground_unfed))
+        optimizer = build_optimizer(module, config.train)
+        scheduler = build_scheduler(optimizer, config.train)
+        if state:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if precision.scaler is not None and state.get("scaler"):
+                precision.scaler.load_state_dict(state["scaler"])
+        return cls(model, module, optimizer, scheduler, precision, channels_last)
+
+    def state_dicts(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.precision.scaler.state_dict() if self.precision.scaler else {}}
+
+
+def _epoch_loader(dataset, config: RunConfig, dist, epoch: int, skip: int):
+    """The DataLoader of one epoch (its batches fixed by seed and epoch) and the epoch's total batch count."""
+    dataset.set_epoch(epoch)
+    batches = EpochBatches(len(dataset), config.data.batch_size, config.train.seed, epoch, skip, dist.rank, dist.world)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=config.data.num_workers, pin_memory=dist.device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.train.seed * 7919 + epoch))
+    return loader, batches.total
 
 
 def _train_overrides(config: RunConfig) -> dict[str, Any]:
@@ -205,17 +233,19 @@ def _train_overrides(config: RunConfig) -> dict[str, Any]:
     return {"train.epochs": config.train.epochs}
 
 
-def _run_epoch(model, loader, optimizer, precision: _Precision, dist, channels_last: bool, stop, epoch: int,
-               total_batches: int, skip: int, show_progress: bool, steps_left: int | None) -> dict[str, Any]:
+def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int, skip: int, show_progress: bool,
+               steps_left: int | None) -> dict[str, Any]:
+    """Train over the loader's batches; returns steps, whether it stopped early, loss, accuracy and throughput."""
     from tqdm import tqdm
 
+    model, optimizer, precision = setup.model, setup.optimizer, setup.precision
     model.train()
     loss_sum, items, correct, seen, images, steps, stopped = 0.0, 0, 0, 0, 0, 0, False
     started = time.perf_counter()
     bar = tqdm(loader, total=total_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show_progress,
                leave=False, dynamic_ncols=True)
     for batch in bar:
-        batch = _to_device(batch, dist.device, channels_last)
+        batch = _to_device(batch, dist.device, setup.channels_last)
         labels = batch["label"]
         views = {key: batch[key] for key in ("satellite", "drone", "ground", "google") if key in batch}
         with torch.autocast(dist.device.type, dtype=precision.dtype or torch.float32,

@@ -143,3 +143,23 @@ def test_two_processes_with_torchrun_on_cpu(world, tmp_path):
     assert "on cpu x2" in result.stdout
     state = read_checkpoint(tmp_path / "run" / "model.pt")
     assert state["epoch"] == 1 and (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 2
+
+
+def test_two_view_cvusa_training_and_evaluation(tmp_path):
+    from test_data_crossview import make_cvusa_raw
+
+    from lpn_edge.eval.evaluate import EvalOptions, evaluate
+
+    root = make_cvusa_raw(tmp_path / "cvusa", {"train": [f"{i:07d}" for i in range(1, 7)],
+                                               "val": [f"{i:07d}" for i in range(7, 10)]})
+    config = RunConfig(
+        model=ModelConfig(backbone="resnet18", views=2, share_weights=False, parts=2, num_classes=6,
+                          satellite_partition="ring_outer_first", ground_partition="row", image_size=(64, 64)),
+        data=DataConfig(dataset="cvusa", batch_size=3, num_workers=0, pad=2, satellite_rotation=False,
+                        use_google=False),
+        train=TrainConfig(epochs=1, backbone_weights="none"))
+    result = train(config, root, tmp_path / "run", progress=False)
+    assert result.model is not None and result.history[0]["images"] == 12  # 6 pairs x 2 views
+    report = evaluate(result.model, root, EvalOptions(progress=False))
+    assert set(report.metrics) == {"ground2sat", "sat2ground"}
+    assert report.metrics["ground2sat"]["R@10"] == 1.0  # 3 validation pairs

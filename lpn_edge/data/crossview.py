@@ -83,6 +83,15 @@ class CrossViewPairs(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @property
+    def num_classes(self) -> int:
+        """Each location is its own class."""
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Part of the training-dataset protocol; a pair has no random choice to make (augmentation is the
+        transforms')."""
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"item {index} out of range for {len(self)} pairs")

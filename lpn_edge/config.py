@@ -81,6 +81,9 @@ class DataConfig:
         _check_choice("data.epoch", self.epoch, ("satellite", "drone"))
         if self.batch_size < 1:
             raise LpnEdgeError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if self.polar and self.satellite_rotation:
+            raise LpnEdgeError("data.polar with data.satellite_rotation: rotating a polar-transformed satellite image "
+                               "breaks its geometry; set satellite_rotation: false")
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,9 @@ def test_overrides():
         parse_override("epochs")
     with pytest.raises(LpnEdgeError, match="unknown config key"):
         RunConfig().replace({"train.epoch": 3})
+
+
+def test_polar_excludes_satellite_rotation():
+    with pytest.raises(LpnEdgeError, match="satellite_rotation: false"):
+        RunConfig().replace({"data.polar": True})
+    assert RunConfig().replace({"data.polar": True, "data.satellite_rotation": False}).data.polar

@@ -102,6 +102,16 @@ def test_outer_first_reverses_the_ring_order():
     assert torch.equal(pool_parts(x, 4, "ring_outer_first"), pool_parts(x, 4, "ring").flip(-1))
 
 
+def test_outer_first_resizes_like_the_authors_two_view_branches():
+    # VGG16 at 256 px gives 8x8 maps; with 8 parts the authors' *_LPN_R classes resize without align_corners.
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    resized = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    expected = official_square_ring_avg(resized, 8).flip(-1)
+    assert torch.allclose(pool_parts(x, 8, "ring_outer_first"), expected)
+    assert torch.allclose(pool_parts_matmul(x, 8, "ring_outer_first"), expected)
+    assert not torch.allclose(pool_parts(x, 8, "ring").flip(-1), expected)
+
+
 def test_one_part_is_global_pooling():
     x = torch.rand(2, 3, 15, 11)
     assert torch.allclose(pool_parts(x, 1, "ring", "avg")[..., 0], x.mean((-2, -1)))

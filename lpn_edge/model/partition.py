@@ -16,6 +16,9 @@ Deliberate differences from the reference code, which only handles square maps c
   * on odd-sized maps the last ring is the whole map minus the centred box (the reference subtracts a box shifted
     by one cell); the square, even-sized case used by every published model is reproduced exactly;
   * a map is resized along an axis whenever that axis is too short (the reference requires both to be).
+`ring_outer_first` mirrors the authors' two-view satellite branches (`ft_net_cvusa_LPN_R`, `ft_net_VGG16_LPN_R`):
+the same rings listed from the border inwards, and their resize uses align_corners=False (it matters for VGG16 maps,
+8x8 at 256 px, with 8 parts).
 Row / column partitions are the authors' `AdaptiveAvgPool2d((n, 1))` / `((1, n))`: strip i covers
 [floor(i*L/n), ceil((i+1)*L/n)).
 """
@@ -91,7 +94,7 @@ def _resize_for_rings(feature_map: torch.Tensor, kind: str, parts: int) -> torch
     size = (ring_resized_size(height, parts), ring_resized_size(width, parts))
     if size == (height, width):
         return feature_map
-    return F.interpolate(feature_map, size=size, mode="bilinear", align_corners=True)
+    return F.interpolate(feature_map, size=size, mode="bilinear", align_corners=kind == "ring")
 
 
 def pool_parts(feature_map: torch.Tensor, parts: int, kind: str = "ring", pool: str = "avg") -> torch.Tensor:

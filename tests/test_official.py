@@ -127,3 +127,31 @@ def test_cli_refuses_garbage_with_one_line(tmp_path):
     assert result.exit_code == 2
     assert "junk.pth is not a readable PyTorch state_dict" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o.pt").exists()
+
+
+def test_two_view_vgg16_conversion(tmp_path):
+    torch.manual_seed(0)
+    satellite, ground = torchvision.models.vgg16_bn().features, torchvision.models.vgg16_bn().features
+    state = {f"model_1.model.features.{k}": v for k, v in satellite.state_dict().items()}
+    state.update({f"model_2.model.features.{k}": v for k, v in ground.state_dict().items()})
+    # the authors' trunks keep VGG's ImageNet classifier, unused by LPN (tiny stand-ins keep the test light)
+    state.update({"model_1.model.classifier.0.weight": torch.zeros(2, 2), "model_2.model.classifier.0.bias": torch.zeros(2)})
+    for i in range(8):
+        state[f"classifier{i}.add_block.0.weight"] = torch.randn(512, 512) * 0.02
+        state[f"classifier{i}.add_block.0.bias"] = torch.zeros(512)
+        state[f"classifier{i}.add_block.1.weight"] = torch.ones(512)
+        state[f"classifier{i}.add_block.1.bias"] = torch.zeros(512)
+        state[f"classifier{i}.add_block.1.running_mean"] = torch.zeros(512)
+        state[f"classifier{i}.add_block.1.running_var"] = torch.ones(512)
+        state[f"classifier{i}.add_block.1.num_batches_tracked"] = torch.tensor(0)
+        state[f"classifier{i}.classifier.0.weight"] = torch.randn(9, 512) * 0.001
+        state[f"classifier{i}.classifier.0.bias"] = torch.zeros(9)
+    torch.save(state, tmp_path / "net.pth")
+    model, report = convert_official(tmp_path / "net.pth", views=2)
+    cfg = model.config
+    assert (cfg.backbone, cfg.parts, cfg.num_classes, cfg.share_weights) == ("vgg16", 8, 9, False)
+    assert sorted(report.ignored_keys) == ["model_1.model.classifier.0.weight", "model_2.model.classifier.0.bias"]
+    assert torch.equal(model.backbones["satellite"].features[0].weight, satellite[0].weight)
+    assert torch.equal(model.backbones["ground"].features[41].running_var, ground[41].running_var)
+    with torch.no_grad():
+        assert model.embed(torch.randn(2, 3, 64, 64), "ground").shape == (2, 512 * 8)

@@ -23,8 +23,14 @@ data_app = typer.Typer(help="Inspect and validate data sets.", no_args_is_help=T
 app.add_typer(data_app, name="data")
 
 
+# Which extra brings an optional package (the base install is the torch-free runtime part).
+EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "tqdm": "train", "tensorboard": "train",
+                   "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "pycuda": "gpu", "tensorrt": "trt",
+                   "faiss": "faiss"}
+
+
 def friendly_errors(command):
-    """Turn LpnEdgeError into one line on stderr and exit status 2, never a traceback."""
+    """Turn LpnEdgeError, and a missing optional package, into one line on stderr and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -32,6 +38,13 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except LpnEdgeError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0]
+            if top not in EXTRA_OF_MODULE:
+                raise
+            typer.echo(f"error: this command needs the Python package {top!r}, which is not installed: "
+                       f"pip install \"lpn-edge[{EXTRA_OF_MODULE[top]}]\"", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

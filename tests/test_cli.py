@@ -59,3 +59,15 @@ def test_inspect_prints_the_embedding_shape():
 def test_train_needs_exactly_one_of_out_and_resume(tmp_path):
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path)])
     assert result.exit_code == 2 and "exactly one of --out" in result.output
+
+
+def test_missing_optional_package_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a drone without PyTorch
+    from pathlib import Path
+
+    import lpn_edge
+
+    result = CliRunner().invoke(app, ["inspect", str(Path(lpn_edge.__file__).parent / "configs" / "cpu-small.yaml")])
+    assert result.exit_code == 2
+    assert "needs the Python package 'torch'" in result.output and 'lpn-edge[train]' in result.output
+    assert "Traceback" not in result.output

@@ -225,16 +225,19 @@ def synth(
 def data_check(
     root: Path = typer.Argument(..., help="Data set root to validate."),
     quick: bool = typer.Option(False, "--quick", help="Check names and sizes only; do not decode every image."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also print the image count of every class and view."),
 ):
     """Detect the layout of a data tree, count images per split/view/class, list unreadable files.
 
     Exits non-zero only when the structure itself is unusable.
     Example: lpn-edge data check University-Release
     """
-    from lpn_edge.data.check import check_dataset, format_report
+    from lpn_edge.data.check import check_dataset, format_class_table, format_report
 
     report = check_dataset(root, verify=not quick)
     typer.echo(format_report(report))
+    if per_class:
+        typer.echo(format_class_table(report))
     if not report.usable:
         raise typer.Exit(1)
 

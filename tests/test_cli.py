@@ -30,8 +30,11 @@ def test_synth_then_data_check(tmp_path):
                                  "48", "--distractors", "2", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "2 train, 2 test, 2 distractor tiles" in result.output
-    check = runner.invoke(app, ["data", "check", str(world)])
+    check = runner.invoke(app, ["data", "check", str(world), "--per-class"])
     assert check.exit_code == 0 and "layout  university1652" in check.output and "usable  yes" in check.output
+    # per class: 2 training locations with 1 satellite tile and 3 drone views each
+    assert "class  satellite  drone  street  google" in check.output
+    assert len([line for line in check.output.splitlines() if line.split()[1:3] == ["1", "3"]]) >= 2
     again = runner.invoke(app, ["synth", str(world), "--locations", "4"])
     assert again.exit_code == 2 and "error:" in again.output
 

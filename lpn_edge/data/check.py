@@ -160,3 +160,18 @@ def format_report(report: DatasetReport) -> str:
             lines += [f"  - {item}" for item in items]
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def format_class_table(report: DatasetReport) -> str:
+    """Images per class: one block per split, one row per class id, one column per view (for `--per-class`)."""
+    blocks = []
+    for split, views in report.counts.items():
+        names = list(views)
+        ids = sorted({class_id for classes in views.values() for class_id in classes})
+        width = max([len("class")] + [len(i) for i in ids])
+        lines = [f"split {split}", "class".ljust(width) + "".join(f"  {name:>{len(name)}}" for name in names)]
+        for class_id in ids:
+            lines.append(class_id.ljust(width) + "".join(
+                f"  {views[name].get(class_id, 0):>{len(name)}}" for name in names))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -163,3 +163,9 @@ def test_two_view_cvusa_training_and_evaluation(tmp_path):
     report = evaluate(result.model, root, EvalOptions(progress=False))
     assert set(report.metrics) == {"ground2sat", "sat2ground"}
     assert report.metrics["ground2sat"]["R@10"] == 1.0  # 3 validation pairs
+
+
+def test_bad_data_leaves_no_run_directory(tmp_path):
+    with pytest.raises(LpnEdgeError, match="no University-1652 training data"):
+        train(tiny_run(1), tmp_path / "nowhere", tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -163,8 +163,8 @@ def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, fo
         state = read_checkpoint(ckpt_path)
         stored = checkpoint_config(state, ckpt_path)
         config = stored.replace(_train_overrides(config), "resume overrides") if config is not None else stored
-    elif dist.is_main:
-        runs.prepare_new_run(out_dir, force)
+    else:
+        runs.check_new_run(out_dir, force)  # before reading the data, which can take a while
     dataset = build_train_dataset(config, data_dir)
     if dataset.num_classes != config.model.num_classes:
         if state is not None:
@@ -173,6 +173,7 @@ def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, fo
         print(f"model.num_classes: {dataset.num_classes} (from the data; the config said {config.model.num_classes})")
         config = config.replace({"model.num_classes": dataset.num_classes})
     if dist.is_main and not resume:
+        runs.prepare_new_run(out_dir, force)  # only once the data is known to be usable
         save_config(config, out_dir / runs.CONFIG)
     return config, state, dataset
 

@@ -17,15 +17,21 @@ CONFIG = "config.yaml"
 TENSORBOARD = "tensorboard"
 
 
-def prepare_new_run(out_dir: Path, force: bool) -> Path:
-    """Create `out_dir`; an existing non-empty one is another run's and is only cleared with `force`."""
+def check_new_run(out_dir: Path, force: bool) -> None:
+    """Refuse a path that is a file, or a non-empty directory (another run's) unless `force`. Writes nothing."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LpnEdgeError(f"run directory {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise LpnEdgeError(f"run directory {out_dir} is not empty (another run?): use --resume {out_dir} to "
-                               f"continue it, --force to replace it, or another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise LpnEdgeError(f"run directory {out_dir} is not empty (another run?): use --resume {out_dir} to "
+                           f"continue it, --force to replace it, or another --out")
+
+
+def prepare_new_run(out_dir: Path, force: bool) -> Path:
+    """Create `out_dir` (after `check_new_run`); with `force` an earlier run's files in it are removed."""
+    out_dir = Path(out_dir)
+    check_new_run(out_dir, force)
+    if out_dir.is_dir() and force:
         for name in (LAST, FINAL, METRICS, CONFIG):
             (out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(out_dir / TENSORBOARD, ignore_errors=True)

@@ -155,3 +155,17 @@ def test_two_view_vgg16_conversion(tmp_path):
     assert torch.equal(model.backbones["ground"].features[41].running_var, ground[41].running_var)
     with torch.no_grad():
         assert model.embed(torch.randn(2, 3, 64, 64), "ground").shape == (2, 512 * 8)
+
+
+def test_global_pooling_baseline_converts_to_one_part(tmp_path):
+    state, satellite = official_state_dict(arch="resnet18", block=1, classes=5)
+    state = {k.replace("classifier0.", "classifier."): v for k, v in state.items()}  # the authors' ft_net head
+    torch.save(state, tmp_path / "baseline.pth")
+    model, _ = convert_official(tmp_path / "baseline.pth")
+    assert model.config.parts == 1
+    images = torch.randn(2, 3, 64, 64)
+    renamed = {k.replace("classifier.", "classifier0."): v for k, v in state.items()}
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(
+            model.embed(images, "drone"), official_embedding(trunk_of(satellite), renamed, images, 1), dim=1)
+    assert cosine.min().item() >= 0.99999

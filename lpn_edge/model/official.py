@@ -22,6 +22,7 @@ from lpn_edge.errors import LpnEdgeError
 
 _TRUNK_PREFIX = re.compile(r"^model_(\d)\.model\.(.+)$")
 _CLASSIFIER = re.compile(r"^classifier(\d+)\.(.+)$")
+_GLOBAL_HEAD = re.compile(r"^classifier\.")
 # Parameters of the torchvision classifiers the authors kept inside their trunks but never call.
 _UNUSED_TRUNK_KEYS = re.compile(r"^(fc|classifier)\.")
 
@@ -44,10 +45,14 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise LpnEdgeError(f"{path} is not a readable PyTorch state_dict ({type(exc).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not any(_CLASSIFIER.match(str(k)) for k in state):
+    if not isinstance(state, dict):
+        raise LpnEdgeError(f"{path} does not look like an official LPN state_dict (not a mapping)")
+    # Models saved from nn.DataParallel carry a `module.` prefix; the authors' global-pooling baseline (their
+    # ft_net, our LPN with one part) has a single `classifier.*` head.
+    state = {_GLOBAL_HEAD.sub("classifier0.", str(k).removeprefix("module.")): v for k, v in state.items()}
+    if not any(_CLASSIFIER.match(k) for k in state):
         raise LpnEdgeError(f"{path} does not look like an official LPN state_dict (no classifier<i>.* keys)")
-    # Models saved from nn.DataParallel carry a `module.` prefix.
-    return {str(k).removeprefix("module."): v for k, v in state.items()}
+    return state
 
 
 def read_official_opts(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,9 @@ from lpn_edge.errors import LpnEdgeError
 
 
 # Lower-case suffixes treated as images; everything else in a class folder is ignored (README, .DS_Store, ...).
+# ImageNet normalisation of every model here (torchvision weights, the authors' transforms), in RGB order.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 # How many bad files a warning names before it only counts the rest.

@@ -15,10 +15,9 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
+from lpn_edge.data.images import IMAGENET_MEAN, IMAGENET_STD
 from lpn_edge.errors import LpnEdgeError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SHIFT_FILLS = ("reflect", "constant", "edge", "symmetric")
 
 

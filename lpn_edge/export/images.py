@@ -1,5 +1,6 @@
 """Images for parity checks and int8 calibration: a tiny PIL + numpy loader with the model's preprocessing.
 
+Decoding is the data stage's `load_rgb` (any mode to RGB, EXIF orientation, one-line error for a bad file).
 Preprocessing (the authors' test transform): RGB, resize to (H, W) with bicubic interpolation, scale to [0, 1],
 subtract the ImageNet mean and divide by its std per channel; layout NCHW float32.
 """
@@ -11,11 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lpn_edge.data.images import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, is_image_file, load_rgb
 from lpn_edge.errors import LpnEdgeError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Real University-1652 imagery shared beside the repository (see its README); used when present.
 POSITIVE_NOISE = 0.1  # std of the noise that turns a query into its gallery match (normalised pixel units)
 DEFAULT_PARITY_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "u1652-mosaic"
@@ -36,25 +34,21 @@ def load_images(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
     std = np.asarray(IMAGENET_STD, np.float32)[:, None, None]
     out = np.empty((len(paths), 3, height, width), np.float32)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-        except OSError as exc:
-            raise LpnEdgeError(f"cannot read image {path}: {exc}") from None
+        rgb = load_rgb(path).resize((width, height), Image.Resampling.BICUBIC)
         out[i] = (np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255.0 - mean) / std
     return out
 
 
 def list_images(folder: Path) -> list[Path]:
     """Every image file under `folder` (recursively), sorted, so runs are reproducible."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
 
 
 def calibration_images(folder: Path, size: tuple[int, int], minimum: int) -> np.ndarray:
     """All images of the calibration folder, preprocessed: (N, 3, H, W); refuses fewer than `minimum`."""
     paths = list_images(folder)
     if len(paths) < minimum:
-        raise LpnEdgeError(f"--calib {folder} holds {len(paths)} images ({', '.join(IMAGE_SUFFIXES)}); int8 "
+        raise LpnEdgeError(f"--calib {folder} holds {len(paths)} images ({', '.join(IMAGE_EXTENSIONS)}); int8 "
                            f"calibration needs at least {minimum}")
     return load_images(paths, size)
 

@@ -19,13 +19,12 @@ def build_train_dataset(config: RunConfig, data_dir: str | Path) -> Dataset:
     data, model = config.data, config.model
     transforms = train_transforms(model.image_size, data.pad, data.color_jitter, data.satellite_rotation)
     if data.dataset == "university1652":
-        from lpn_edge.data.university import University1652Train
+        from lpn_edge.data.university import University1652Train, train_folder
 
         if model.views != 3:
             raise LpnEdgeError("University-1652 trains a three-view model: set model.views: 3")
-        root = Path(data_dir)
         views = ["satellite", "drone"]
-        train_root = root / "train" if (root / "train").is_dir() else root
+        train_root = train_folder(data_dir)
         if (train_root / "street").is_dir():
             views.append("street")
         if data.use_google and (train_root / "google").is_dir():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lpn_edge.data.layout import FOLDER_LAYOUTS
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.eval.metrics import format_metrics_table, per_query_metrics
 from lpn_edge.eval.tasks import Task, distance_group, select_tasks
@@ -59,7 +60,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     model = load_model(checkpoint)
     layout = detect_layout(data_dir)
-    if layout not in ("university1652", "view-folders", "cvusa", "cvact", "cvusa-raw", "cvact-raw"):
+    if layout not in (*FOLDER_LAYOUTS, "cvusa-raw", "cvact-raw"):
         raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
     tasks = select_tasks(options.task, layout, data_dir, model.views)
     encoder = _Encoder(model, data_dir, layout, options)
@@ -118,9 +119,8 @@ class _Encoder:
     def dataset(self, where: str | Path, perturbed: bool):
         from lpn_edge.data.university import RetrievalFolder
 
-        if self.layout in ("university1652", "view-folders") or Path(where).is_absolute():
-            base = self.data_dir / "test" if self.layout == "university1652" else self.data_dir
-            return RetrievalFolder(Path(where) if Path(where).is_absolute() else base / where, self.transform(perturbed))
+        if self.layout in FOLDER_LAYOUTS or Path(where).is_absolute():
+            return RetrievalFolder(self.data_dir / where, self.transform(perturbed))  # absolute `where` wins
         from lpn_edge.data.crossview import list_pairs, readable_pairs
         from lpn_edge.eval.features import ImagePaths
 

@@ -1,4 +1,9 @@
-"""Retrieval tasks: which folder is the query, which the gallery, and which branch encodes each."""
+"""Retrieval tasks: which images are the queries, which the gallery, and which branch encodes each.
+
+Folder layouts (University-1652, CVUSA/CVACT as the authors prepare them, bare view folders) take their
+query/gallery folder pairs from the data stage's one table, `lpn_edge.data.layout.FOLDER_LAYOUTS`; the raw CVUSA
+and CVACT downloads pair a split's satellite and ground images through their split lists.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +11,49 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lpn_edge.data.layout import FOLDER_LAYOUTS
 from lpn_edge.errors import LpnEdgeError
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    query: str  # University-1652 test folder, or "ground"/"satellite" for the CVUSA/CVACT val split
+    query: str  # folder relative to the data root ("test/query_drone"), or "ground"/"satellite" of a raw val split
     query_view: str
     gallery: str
     gallery_view: str
 
 
-UNIVERSITY_TASKS = {
-    "drone2sat": Task("drone2sat", "query_drone", "drone", "gallery_satellite", "satellite"),
-    "sat2drone": Task("sat2drone", "query_satellite", "satellite", "gallery_drone", "drone"),
-    "ground2sat": Task("ground2sat", "query_street", "ground", "gallery_satellite", "satellite"),
-    "sat2ground": Task("sat2ground", "query_satellite", "satellite", "gallery_street", "ground"),
-}
-# View folders straight under the root (e.g. ../shared/data/u1652-mosaic: drone/<id>/*, satellite/<id>/*).
-VIEW_FOLDER_TASKS = {
-    "drone2sat": Task("drone2sat", "drone", "drone", "satellite", "satellite"),
-    "sat2drone": Task("sat2drone", "satellite", "satellite", "drone", "drone"),
-    "ground2sat": Task("ground2sat", "street", "ground", "satellite", "satellite"),
-    "sat2ground": Task("sat2ground", "satellite", "satellite", "street", "ground"),
-}
-PAIR_TASKS = {
+# Folder name -> the model branch that encodes it (the paper calls street images "ground").
+_FOLDER_VIEW = {"street": "ground", "streetview": "ground", "satview_polish": "satellite"}
+_SHORT = {"drone": "drone", "satellite": "sat", "ground": "ground"}
+TASK_NAMES = ("drone2sat", "sat2drone", "ground2sat", "sat2ground")
+RAW_PAIR_TASKS = {
     "ground2sat": Task("ground2sat", "ground", "ground", "satellite", "satellite"),
     "sat2ground": Task("sat2ground", "satellite", "satellite", "ground", "ground"),
 }
-TASK_NAMES = ("drone2sat", "sat2drone", "ground2sat", "sat2ground")
+
+
+def _folder_view(folder: str) -> str:
+    view = folder.removeprefix("query_").removeprefix("gallery_")
+    return _FOLDER_VIEW.get(view, view)
+
+
+def layout_tasks(layout: str) -> dict[str, Task]:
+    """The tasks of a layout by name ("drone2sat", ...)."""
+    if layout not in FOLDER_LAYOUTS:
+        return RAW_PAIR_TASKS
+    tasks = {}
+    for pair in FOLDER_LAYOUTS[layout].tasks:
+        query_view, gallery_view = _folder_view(pair.query), _folder_view(pair.gallery)
+        name = f"{_SHORT[query_view]}2{_SHORT[gallery_view]}"
+        tasks[name] = Task(name, f"{pair.split}/{pair.query}", query_view, f"{pair.split}/{pair.gallery}", gallery_view)
+    return tasks
 
 
 def select_tasks(requested: str, layout: str, data_dir: Path, model_views: tuple[str, ...]) -> list[Task]:
     """The tasks to run: one by name, or "all" = every task whose folders exist and whose views the model has."""
-    available = {"university1652": UNIVERSITY_TASKS, "view-folders": VIEW_FOLDER_TASKS}.get(layout, PAIR_TASKS)
-    folders = {"university1652": data_dir / "test", "view-folders": data_dir}.get(layout)
+    available = layout_tasks(layout)
     if requested != "all":
         if requested not in available:
             raise LpnEdgeError(f"task {requested!r} does not exist for a {layout} data set; expected one of "
@@ -49,8 +61,9 @@ def select_tasks(requested: str, layout: str, data_dir: Path, model_views: tuple
         chosen = [available[requested]]
     else:
         chosen = list(available.values())
+    folders = layout in FOLDER_LAYOUTS
     usable = [t for t in chosen if t.query_view in model_views and t.gallery_view in model_views
-              and (folders is None or ((folders / t.query).is_dir() and (folders / t.gallery).is_dir()))]
+              and (not folders or ((data_dir / t.query).is_dir() and (data_dir / t.gallery).is_dir()))]
     if not usable:
         raise LpnEdgeError(f"no evaluation task can run on {data_dir}: task {requested}, model views "
                            f"{', '.join(model_views)}; University-1652 needs test/query_drone and "

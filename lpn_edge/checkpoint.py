@@ -6,6 +6,9 @@ optimizer, scheduler, scaler and rng. Anything else is refused with a one-line e
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,23 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: RunConfig,
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and validate a checkpoint dict; never unpickles arbitrary objects."""
     path = Path(path)
+    if path.is_dir():
+        raise LpnEdgeError(f"checkpoint {path} is a directory; expected an lpn-edge checkpoint file (.pt)")
     if not path.is_file():
         raise LpnEdgeError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated zips, pickles with globals, random bytes all land here
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise LpnEdgeError(f"{path} is not a readable lpn-edge checkpoint ({type(exc).__name__}: {reason})") from None
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of foreign files before refusing them: the refusal says enough
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's safe loader refuses random bytes and pickled objects alike; its own reason is in one line
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        raise LpnEdgeError(f"{path} is not an lpn-edge checkpoint: the safe loader (weights_only) refused it"
+                           f"{f' ({reason.group(1).strip()})' if reason else ''}; files that need the unsafe "
+                           "loader are never opened, they could run code") from None
+    except Exception as exc:  # noqa: BLE001 - truncated zips, random bytes and the like all land here
+        raise LpnEdgeError(f"{path} is not a readable lpn-edge checkpoint ({_first_sentence(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = " (an official LPN state_dict? convert it with `lpn-edge convert-official`)" if _looks_official(payload) else ""
         raise LpnEdgeError(f"{path} is not an lpn-edge checkpoint{hint}")
@@ -68,6 +81,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except RuntimeError as exc:
         raise LpnEdgeError(f"{path}: weights do not match the stored config: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval()
+
+
+def _first_sentence(exc: Exception, limit: int = 160) -> str:
+    """The exception's first line, shortened at a word boundary (torch's unpickling errors are paragraphs)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _looks_official(payload: Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +35,8 @@ def friendly_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        # a warning reads as one line "warning: ...", not Python's "file:line: UserWarning: ..." plus a source line
+        warnings.formatwarning = lambda message, category, *rest, **extra: f"warning: {message}\n"
         try:
             return command(*args, **kwargs)
         except LpnEdgeError as exc:
@@ -48,6 +51,13 @@ def friendly_errors(command):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def require_at_least(minimum: int, **values: int) -> None:
+    """One-line error for the first option below ``minimum`` (keyword: the option's name as typed)."""
+    for option, value in values.items():
+        if value < minimum:
+            raise LpnEdgeError(f"{option} must be at least {minimum}, got {value}")
 
 
 @app.command()
@@ -133,8 +143,10 @@ def train(
     Example: lpn-edge train --config configs/university1652.yaml --data University-Release --out runs/lpn4
     """
     from lpn_edge.config import RunConfig, load_config, parse_override
+    from lpn_edge.devices import resolve_device
     from lpn_edge.train import train as run_training
 
+    resolve_device(device)
     if (out is None) == (resume is None):
         raise LpnEdgeError("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
     if resume is not None and config is not None:
@@ -182,8 +194,14 @@ def evaluate(
 
     Example: lpn-edge eval runs/lpn4/model.pt --data University-Release --task all
     """
+    from lpn_edge.devices import resolve_device
     from lpn_edge.eval.evaluate import EvalOptions, evaluate as run_evaluation
 
+    require_at_least(1, **{"--batch-size": batch_size})
+    require_at_least(0, **{"--workers": workers, "--plots": plots, "--shift": shift})
+    if out_json is not None and out_json.is_dir():
+        raise LpnEdgeError(f"--json {out_json} is a directory; give the path of the JSON file to write")
+    resolve_device(device)
     try:
         part_list = tuple(int(p) for p in parts.split(",")) if parts else None
     except ValueError:
@@ -229,7 +247,7 @@ def data_check(
 ):
     """Detect the layout of a data tree, count images per split/view/class, list unreadable files.
 
-    Exits non-zero only when the structure itself is unusable.
+    Exits with status 2 only when the structure itself is unusable (no layout, an empty or image-less folder).
     Example: lpn-edge data check University-Release
     """
     from lpn_edge.data.check import check_dataset, format_class_table, format_report
@@ -239,7 +257,9 @@ def data_check(
     if per_class:
         typer.echo(format_class_table(report))
     if not report.usable:
-        raise typer.Exit(1)
+        # bad input like every other command: the report above says what is wrong, stderr says it in one line
+        typer.echo(f"error: {root} is not a usable data set (see the report above)", err=True)
+        raise typer.Exit(2)
 
 
 def _register_stage_commands() -> None:

@@ -79,8 +79,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check_choice("data.dataset", self.dataset, ("university1652", "cvusa", "cvact"))
         _check_choice("data.epoch", self.epoch, ("satellite", "drone"))
-        if self.batch_size < 1:
-            raise LpnEdgeError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 2:
+            # BatchNorm in training mode needs two items per batch to estimate a variance
+            raise LpnEdgeError(f"data.batch_size must be >= 2 (BatchNorm needs two items per batch), "
+                               f"got {self.batch_size}")
         if self.polar and self.satellite_rotation:
             raise LpnEdgeError("data.polar with data.satellite_rotation: rotating a polar-transformed satellite image "
                                "breaks its geometry; set satellite_rotation: false")

@@ -43,7 +43,7 @@ def test_data_check_exit_codes_for_unusable_trees(tmp_path):
     runner = CliRunner()
     (tmp_path / "empty").mkdir()
     unusable = runner.invoke(app, ["data", "check", str(tmp_path / "empty")])
-    assert unusable.exit_code == 1 and "usable  NO" in unusable.output
+    assert unusable.exit_code == 2 and "usable  NO" in unusable.output
     missing = runner.invoke(app, ["data", "check", str(tmp_path / "absent")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

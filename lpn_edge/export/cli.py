@@ -34,6 +34,10 @@ def export_command(
     from lpn_edge.export.formats import parse_batch, parse_size, precision_from_flags
     from lpn_edge.export.pipeline import export_model
 
+    if out.exists() and not out.is_dir():
+        from lpn_edge.errors import LpnEdgeError
+
+        raise LpnEdgeError(f"--out {out} is a file; give a folder for the exported artifacts")
     formats = {name for name, wanted in (("onnx", onnx), ("trt", trt), ("pt2", pt2)) if wanted}
     result = export_model(
         ckpt, out, formats, precision=precision_from_flags(fp16, int8), calib_dir=calib, view=view,

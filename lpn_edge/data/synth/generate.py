@@ -124,7 +124,7 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
             raise LpnEdgeError(f"output {out} exists and is not a folder")
         if any(out.iterdir()):
             if not overwrite:
-                raise LpnEdgeError(f"output folder {out} is not empty; choose a new folder or pass overwrite=True")
+                raise LpnEdgeError(f"output folder {out} is not empty; choose a new folder or pass --overwrite (overwrite=True)")
             if not (out / MARKER).is_file():
                 raise LpnEdgeError(
                     f"refusing to overwrite {out}: it is not empty and was not written by lpn-edge synth "
@@ -195,13 +195,13 @@ def synthesize(
         progress: called as ``progress(done, total)`` after each place.
     """
     started = time.perf_counter()
-    locations = _check_int("locations", locations, 2)
-    seed = _check_int("seed", seed, 0)
-    drone_per_location = _check_int("drone_per_location", drone_per_location, 3, 1000)
-    size = _check_int("size", size, 32, 4096)
-    distractors = _check_int("distractors", distractors, 0)
+    locations = _check_int("--locations (locations)", locations, 2)
+    seed = _check_int("--seed (seed)", seed, 0)
+    drone_per_location = _check_int("--drone-per-location (drone_per_location)", drone_per_location, 3, 1000)
+    size = _check_int("--size (size)", size, 32, 4096)
+    distractors = _check_int("--distractors (distractors)", distractors, 0)
     if locations + distractors > 10_000:
-        raise LpnEdgeError(f"locations + distractors must be <= 10000 (4-digit ids), got {locations + distractors}")
+        raise LpnEdgeError(f"--locations + --distractors must be <= 10000 (4-digit ids), got {locations + distractors}")
     workers = _check_int("workers", workers if workers is not None else _default_workers(), 1)
     train, test = _split_counts(locations, test_fraction)
     out = Path(out_dir)

@@ -136,3 +136,31 @@ def test_heatmap_panel_size_and_validation(tmp_path):
         heatmap_overlay(images[0], np.ones(4), tmp_path / "bad.png")
     with pytest.raises(LpnEdgeError, match="NaN or inf"):
         heatmap_overlay(images[0], np.array([[np.nan, 1.0]]), tmp_path / "bad.png")
+
+
+def test_heatmap_panel_title_labels_and_colour_bar(tmp_path):
+    from lpn_edge.eval.plots import COLOUR_BAR_WIDTH, MARGIN, TITLE_HEIGHT, jet_colours
+
+    images = [np.zeros((32, 32, 3), np.uint8)] * 2
+    out = heatmap_panel(images, [np.eye(4), np.eye(4)], tmp_path / "panel.png", height=32,
+                        title="drone2sat: channel mean", labels=["q 0001", "q 0002"])
+    panel = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    top, bar_left = MARGIN + TITLE_HEIGHT, MARGIN + 2 * (32 + MARGIN)
+    # the colour bar: jet's top colour (1.0, dark red) at the top, its bottom colour (0.0, dark blue) at the bottom
+    assert np.abs(panel[top, bar_left + COLOUR_BAR_WIDTH // 2] - jet_colours(np.array(1.0))).max() <= 1
+    assert np.abs(panel[top + 31, bar_left + COLOUR_BAR_WIDTH // 2] - jet_colours(np.array(0.0))).max() <= 1
+    # the title and the labels put dark text on the white bands above and below the overlays
+    assert (panel[:top - 2, : bar_left] < 100).any() and (panel[top + 32 + 2:, : bar_left] < 100).any()
+    with pytest.raises(LpnEdgeError, match="labels"):
+        heatmap_panel(images, [np.eye(4)] * 2, tmp_path / "bad.png", labels=["only one"])
+
+
+def test_retrieval_grid_legend_band(tmp_path):
+    from lpn_edge.eval.plots import STRIP_LEGEND, TITLE_HEIGHT
+
+    rows = [StripRow(np.zeros((8, 8, 3), np.uint8), [np.zeros((8, 8, 3), np.uint8)], [True], [0.5])]
+    plain = Image.open(retrieval_grid(rows, tmp_path / "plain.png", thumb=16))
+    legend = Image.open(retrieval_grid(rows, tmp_path / "legend.png", thumb=16, legend=STRIP_LEGEND))
+    assert legend.height == plain.height + TITLE_HEIGHT and legend.width > plain.width
+    band = np.asarray(legend.convert("L"))[:TITLE_HEIGHT]
+    assert (band < 100).any()  # the legend's text is drawn in the band

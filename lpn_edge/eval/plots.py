@@ -8,11 +8,17 @@ a title is given; then cells of side ``thumb + 2 * BORDER`` starting ``MARGIN`` 
 starts at x = MARGIN; gallery cell j (0-based, rank j + 1) starts at
 ``x = MARGIN + cell + QUERY_GAP + j * (cell + MARGIN)``. Each cell is a ``BORDER``-wide frame (grey for the
 query, green for a true match, red otherwise) around the thumbnail, with a ``LABEL_HEIGHT`` text band under it
-("query", or "#rank" and the score when given).
+("query", or "#rank" and the score when given). A grid may carry a legend band of ``TITLE_HEIGHT`` above its
+first strip.
+
+Heatmap panel layout: an optional title band (``TITLE_HEIGHT``), then the overlays ``MARGIN`` apart, each with an
+optional label band (``LABEL_HEIGHT``) under it, and, when a title is given, a jet colour bar of ``COLOUR_BAR_WIDTH``
+on the right whose ends are labelled "high" (top) and "low" (bottom).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +38,10 @@ BORDER = 4
 QUERY_GAP = 24  # wider gap after the query, so it reads apart from the ranked gallery as in the paper's figure
 LABEL_HEIGHT = 16
 TITLE_HEIGHT = 20
+FONT_SIZE = 12  # Pillow's default bitmap size (10) renders spaces too narrow to read ("drone2satquery0")
+COLOUR_BAR_WIDTH = 14
+STRIP_LEGEND = ("frame: grey = query, green = true match, red = other; "
+                "under each tile: rank and cosine similarity to the query")
 BACKGROUND = (255, 255, 255)
 TEXT_COLOUR = (0, 0, 0)
 QUERY_COLOUR = (110, 110, 110)
@@ -77,20 +87,24 @@ def retrieval_strip(
 
 
 def retrieval_grid(
-    rows: Sequence[StripRow | Mapping], out_path: str | os.PathLike, thumb: int = 128
+    rows: Sequence[StripRow | Mapping], out_path: str | os.PathLike, thumb: int = 128, legend: str | None = None
 ) -> Path:
     """Stack several retrieval strips vertically (narrower ones padded white on the right); save a PNG.
 
     Args:
         rows: StripRow objects, or mappings with the same keys (query_image, gallery_images, is_match, and
             optionally scores and title).
+        legend: a line above the strips saying what colours and numbers mean (e.g. STRIP_LEGEND), or None.
     """
     if len(rows) == 0:
         raise LpnEdgeError("retrieval_grid got no rows; expected at least one StripRow")
     strips = [_render_strip(_as_strip_row(row, index), thumb) for index, row in enumerate(rows)]
-    width, height = max(s.width for s in strips), sum(s.height for s in strips)
-    grid = Image.new("RGB", (width, height), BACKGROUND)
-    top = 0
+    band = TITLE_HEIGHT if legend else 0
+    width = max(max(s.width for s in strips), _text_width(legend) + 2 * MARGIN if legend else 0)
+    grid = Image.new("RGB", (width, band + sum(s.height for s in strips)), BACKGROUND)
+    if legend:
+        ImageDraw.Draw(grid).text((MARGIN, MARGIN // 2), legend, fill=TEXT_COLOUR, font=_font())
+    top = band
     for strip in strips:
         grid.paste(strip, (0, top))
         top += strip.height
@@ -117,22 +131,50 @@ def heatmap_panel(
     out_path: str | os.PathLike,
     alpha: float = 0.5,
     height: int = 256,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Path:
-    """Several heatmap overlays side by side, each scaled to ``height`` pixels (aspect kept), MARGIN apart."""
+    """Several heatmap overlays side by side, each scaled to ``height`` pixels (aspect kept), MARGIN apart.
+
+    ``title`` (what the colour shows) adds a title band and a colour bar; ``labels`` (one per image, e.g. the
+    query id) are written under the overlays. Layout in the module docstring.
+    """
     if len(images) == 0 or len(images) != len(activations):
         raise LpnEdgeError(
             f"heatmap_panel got {len(images)} images and {len(activations)} activations; "
             "expected the same number, at least one"
         )
+    if labels is not None and len(labels) != len(images):
+        raise LpnEdgeError(f"heatmap_panel got {len(labels)} labels for {len(images)} images; expected one each")
     _check_positive("height", height)
     tiles = [_scaled_to_height(_overlay(i, a, alpha), height) for i, a in zip(images, activations)]
-    width = sum(t.width for t in tiles) + MARGIN * (len(tiles) + 1)
-    panel = Image.new("RGB", (width, height + 2 * MARGIN), BACKGROUND)
+    top = MARGIN + (TITLE_HEIGHT if title else 0)
+    label_band = LABEL_HEIGHT if labels is not None else 0
+    bar = COLOUR_BAR_WIDTH + MARGIN + _text_width("high") if title else 0
+    width = max(sum(t.width for t in tiles) + MARGIN * (len(tiles) + 1) + bar,
+                _text_width(title) + 2 * MARGIN if title else 0)
+    panel = Image.new("RGB", (width, top + height + label_band + MARGIN), BACKGROUND)
+    draw = ImageDraw.Draw(panel)
+    if title:
+        draw.text((MARGIN, MARGIN // 2), title, fill=TEXT_COLOUR, font=_font())
     left = MARGIN
-    for tile in tiles:
-        panel.paste(tile, (left, MARGIN))
+    for index, tile in enumerate(tiles):
+        panel.paste(tile, (left, top))
+        if labels is not None:
+            draw.text((left, top + height + 2), str(labels[index]), fill=TEXT_COLOUR, font=_font())
         left += tile.width + MARGIN
+    if title:
+        _draw_colour_bar(panel, left, top, height)
     return _save_png(panel, out_path)
+
+
+def _draw_colour_bar(panel: Image.Image, left: int, top: int, height: int) -> None:
+    """A vertical jet bar (1 at the top, 0 at the bottom) with its ends labelled, at (left, top)."""
+    values = np.linspace(1.0, 0.0, height)[:, None].repeat(COLOUR_BAR_WIDTH, axis=1)
+    panel.paste(Image.fromarray(np.rint(jet_colours(values)).astype(np.uint8)), (left, top))
+    draw = ImageDraw.Draw(panel)
+    draw.text((left + COLOUR_BAR_WIDTH + 2, top), "high", fill=TEXT_COLOUR, font=_font())
+    draw.text((left + COLOUR_BAR_WIDTH + 2, top + height - FONT_SIZE - 2), "low", fill=TEXT_COLOUR, font=_font())
 
 
 def activation_map(activation: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -177,7 +219,7 @@ def _render_strip(row: StripRow, thumb: int) -> Image.Image:
     lefts = [MARGIN] + [MARGIN + cell + QUERY_GAP + j * (cell + MARGIN) for j in range(count)]
     strip = Image.new("RGB", (lefts[-1] + cell + MARGIN, top + cell + LABEL_HEIGHT + MARGIN), BACKGROUND)
     draw = ImageDraw.Draw(strip)
-    font = ImageFont.load_default()
+    font = _font()
     if row.title:
         draw.text((MARGIN, MARGIN // 2), row.title, fill=TEXT_COLOUR, font=font)
 
@@ -189,6 +231,15 @@ def _render_strip(row: StripRow, thumb: int) -> Image.Image:
         text_width = draw.textlength(label, font=font)
         draw.text((left + (cell - text_width) / 2, top + cell + 2), label, fill=TEXT_COLOUR, font=font)
     return strip
+
+
+@functools.lru_cache(maxsize=1)
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def _text_width(text: str) -> int:
+    return int(np.ceil(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=_font())))
 
 
 def _rank_label(index: int, scores: Sequence[float] | None) -> str:

@@ -104,6 +104,15 @@ def test_preview_is_a_contact_sheet(world):
     assert summary.preview == root / "preview.png"
 
 
+def test_preview_labels_say_training_or_test():
+    from lpn_edge.data.synth.location import LocationFiles
+    from lpn_edge.data.synth.preview import location_label
+
+    train = LocationFiles("0001", "train/satellite/0001/0001.png", (), 1)
+    test = LocationFiles("0040", "test/gallery_satellite/0040/0040.png", (), 1)
+    assert (location_label(train), location_label(test)) == ("0001 TRAIN", "0040 TEST")
+
+
 def test_same_seed_same_bytes_whatever_the_workers(world, tmp_path):
     root, _ = world
     again = tmp_path / "again"

@@ -133,7 +133,7 @@ def test_different_seed_different_world(world, tmp_path):
     [
         ({"locations": 1}, "locations must be >= 2"),
         ({"size": 31}, "size must be between 32"),
-        ({"drone_per_location": 2}, "drone_per_location must be between 3"),
+        ({"drone_per_location": 2}, "--drone-per-location must be between 3"),
         ({"distractors": -1}, "distractors must be >= 0"),
         ({"seed": 1.5}, "seed must be an integer"),
         ({"test_fraction": 1.0}, "test_fraction"),

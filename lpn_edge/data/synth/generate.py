@@ -195,11 +195,11 @@ def synthesize(
         progress: called as ``progress(done, total)`` after each place.
     """
     started = time.perf_counter()
-    locations = _check_int("--locations (locations)", locations, 2)
-    seed = _check_int("--seed (seed)", seed, 0)
-    drone_per_location = _check_int("--drone-per-location (drone_per_location)", drone_per_location, 3, 1000)
-    size = _check_int("--size (size)", size, 32, 4096)
-    distractors = _check_int("--distractors (distractors)", distractors, 0)
+    locations = _check_int("--locations", locations, 2)
+    seed = _check_int("--seed", seed, 0)
+    drone_per_location = _check_int("--drone-per-location", drone_per_location, 3, 1000)
+    size = _check_int("--size", size, 32, 4096)
+    distractors = _check_int("--distractors", distractors, 0)
     if locations + distractors > 10_000:
         raise LpnEdgeError(f"--locations + --distractors must be <= 10000 (4-digit ids), got {locations + distractors}")
     workers = _check_int("workers", workers if workers is not None else _default_workers(), 1)

@@ -15,12 +15,14 @@ from lpn_edge.errors import LpnEdgeError
 
 app = typer.Typer(
     name="lpn-edge",
-    help="LPN cross-view drone geo-localization: train, evaluate, export and run on the edge.",
+    help="LPN cross-view drone geo-localization: train, evaluate, export and run on the edge.\n\n"
+         "Example: lpn-edge demo --quick   (synthetic world, CPU, no downloads)",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect and validate data sets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and validate data sets.\n\nExample: lpn-edge data check demo-out/world",
+                       no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 

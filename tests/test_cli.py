@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from lpn_edge.cli import app
 
-COMMANDS = ["demo", "inspect", "convert-official", "train", "eval", "synth", "export", "data check"]
+COMMANDS = ["", "data", "demo", "inspect", "convert-official", "train", "eval", "synth", "export", "data check"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -29,7 +29,8 @@ def export_command(
 ):
     """Export a checkpoint to ONNX, TensorRT and/or AOTInductor and check each artifact against PyTorch.
 
-    Example: lpn-edge export runs/demo/lpn.pt --onnx --trt --fp16
+    Example: lpn-edge export demo-out/lpn/model.pt --onnx --split --out demo-out/export  (after lpn-edge demo)
+    On a GPU with TensorRT: lpn-edge export demo-out/lpn/model.pt --trt --fp16
     """
     from lpn_edge.export.formats import parse_batch, parse_size, precision_from_flags
     from lpn_edge.export.pipeline import export_model

@@ -135,3 +135,31 @@ def test_missing_imagenet_weights_name_the_file_to_place(tmp_path, monkeypatch):
 
 def _offline(*args, **kwargs):
     raise OSError("network is unreachable")
+
+
+def test_pooling_matrix_is_a_non_persistent_buffer_that_moves_with_the_model():
+    # Issue 8 item 13: the avg pooling matrix lives on the module (moved once by .to()), not copied every forward.
+    from lpn_edge.model.partition import partition_matrix
+
+    model = tiny(views=2, share_weights=False, satellite_partition="ring_outer_first", ground_partition="row")
+    fresh_keys = set(tiny(views=2, share_weights=False).state_dict())
+    buffers = dict(model.named_buffers())
+    for view, kind in (("satellite", "ring_outer_first"), ("ground", "row")):
+        weights = model.pooling_weights(view)
+        assert any(buffer is weights for buffer in buffers.values())  # registered on the model itself
+        assert torch.equal(weights, partition_matrix(kind, 4, 4, 4).float())  # 64 px, stride 1: a 4x4 map
+        # the forward reads that very buffer: scaling it in place scales the pooled features
+        feature_map = torch.rand(2, 512, 4, 4)
+        before = model.pool(feature_map, view)
+        with torch.no_grad():
+            weights.mul_(2)
+        assert torch.allclose(model.pool(feature_map, view), 2 * before)
+        with torch.no_grad():
+            weights.div_(2)
+    # state_dict keys are unchanged: no pooling entry, the same keys as any model of this architecture
+    assert set(model.state_dict()) == fresh_keys
+    assert all(key.startswith(("backbones.", "classifiers.")) for key in fresh_keys)
+    assert model.to(torch.float64).pooling_weights("ground").dtype == torch.float64
+    model.to("meta")
+    assert model.pooling_weights("satellite").device.type == "meta"
+    assert model.pooling_weights("ground").device.type == "meta"

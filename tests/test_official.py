@@ -12,7 +12,7 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.model.official import convert_official
 
 from conftest import randomise_batchnorm
-from reference_lpn import official_embedding
+from reference_lpn import official_embedding, official_two_view_embedding
 
 
 def official_resnet(arch: str, stride: int, seed: int) -> torch.nn.Module:
@@ -26,9 +26,15 @@ def official_resnet(arch: str, stride: int, seed: int) -> torch.nn.Module:
     return net.eval()
 
 
-def official_state_dict(arch="resnet50", block=4, classes=11, views=3, duplicate_model_3=True, stride=1):
-    """A state_dict in the authors' key layout with random weights and random BatchNorm statistics."""
+def official_state_dict(arch="resnet50", block=4, classes=11, views=3, duplicate_model_3=True, stride=1,
+                        share_two_view=False):
+    """A state_dict in the authors' key layout with random weights and random BatchNorm statistics.
+
+    With `share_two_view` the model_2 keys hold model_1's tensors, as a two_view_net(share_weight=True) saves them
+    (model_2 is the same module)."""
     satellite, ground = official_resnet(arch, stride, 1), official_resnet(arch, stride, 2)
+    if share_two_view:
+        ground = satellite
     state = {f"model_1.model.{k}": v for k, v in satellite.state_dict().items()}
     state.update({f"model_2.model.{k}": v for k, v in ground.state_dict().items()})
     if views == 3 and duplicate_model_3:
@@ -46,7 +52,7 @@ def official_state_dict(arch="resnet50", block=4, classes=11, views=3, duplicate
         state[p + "add_block.1.num_batches_tracked"] = torch.tensor(100)
         state[p + "classifier.0.weight"] = 0.001 * torch.randn(classes, 512, generator=generator)
         state[p + "classifier.0.bias"] = torch.zeros(classes)
-    return state, satellite
+    return state, satellite, ground
 
 
 def trunk_of(net):
@@ -58,9 +64,9 @@ def trunk_of(net):
 
 @pytest.mark.parametrize("duplicate", [True, False])
 def test_resnet50_parity_with_independent_computation(tmp_path, duplicate):
-    state, satellite = official_state_dict(duplicate_model_3=duplicate)
+    state, satellite, _ = official_state_dict(duplicate_model_3=duplicate)
     torch.save(state, tmp_path / "net_119.pth")
-    model, report = convert_official(tmp_path / "net_119.pth", views=None if duplicate else 3)
+    model, report = convert_official(tmp_path / "net_119.pth", views=None if duplicate else 3, stride=1)
     cfg = model.config
     assert (cfg.backbone, cfg.parts, cfg.views, cfg.share_weights, cfg.num_classes) == ("resnet50", 4, 3, True, 11)
     assert len(report.ignored_keys) == (6 if duplicate else 4)  # fc.weight / fc.bias of each stored trunk
@@ -74,7 +80,7 @@ def test_resnet50_parity_with_independent_computation(tmp_path, duplicate):
 
 
 def test_cli_conversion_with_opts_yaml(tmp_path):
-    state, satellite = official_state_dict(arch="resnet18", block=2, classes=5)
+    state, satellite, _ = official_state_dict(arch="resnet18", block=2, classes=5)
     torch.save(state, tmp_path / "net.pth")
     (tmp_path / "opts.yaml").write_text(yaml.safe_dump(
         {"block": 2, "stride": 1, "views": 3, "share": True, "pool": "avg", "droprate": 0.75, "h": 128, "w": 128,
@@ -93,13 +99,13 @@ def test_cli_conversion_with_opts_yaml(tmp_path):
 
 
 def test_mismatches_are_listed(tmp_path):
-    state, _ = official_state_dict(arch="resnet18", block=2, classes=5)
+    state, _, _ = official_state_dict(arch="resnet18", block=2, classes=5)
     del state["classifier1.add_block.1.running_var"]
     state["classifier0.add_block.0.bias"] = torch.zeros(256)
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "net.pth")
     with pytest.raises(LpnEdgeError) as info:
-        convert_official(tmp_path / "net.pth")
+        convert_official(tmp_path / "net.pth", stride=1)
     message = str(info.value)
     assert "1 missing (classifiers.1.add_block.1.running_var)" in message
     assert "1 unexpected (extra.weight)" in message
@@ -107,18 +113,61 @@ def test_mismatches_are_listed(tmp_path):
 
 
 def test_ambiguous_view_count_asks_for_views(tmp_path):
-    state, _ = official_state_dict(arch="resnet18", block=2, duplicate_model_3=False)
+    state, _, _ = official_state_dict(arch="resnet18", block=2, duplicate_model_3=False)
     torch.save(state, tmp_path / "net.pth")
     with pytest.raises(LpnEdgeError, match="--views"):
         convert_official(tmp_path / "net.pth")
 
 
-def test_two_view_model_uses_outer_first_rings_and_rows(tmp_path):
-    state, _ = official_state_dict(arch="resnet18", block=3, views=2)
+@pytest.mark.parametrize("share", [False, True])
+def test_two_view_partitions_follow_the_authors_branches(tmp_path, share):
+    # two_view_net: model_1 pools with border-first rings, model_2 with rows; with share_weight model_2 *is* model_1,
+    # so street images go through the rings too.
+    state, _, _ = official_state_dict(arch="resnet18", block=3, views=2, share_two_view=share)
     torch.save(state, tmp_path / "net.pth")
-    model, _ = convert_official(tmp_path / "net.pth", views=2)
-    assert model.config.satellite_partition == "ring_outer_first" and model.config.ground_partition == "row"
-    assert not model.config.share_weights
+    model, report = convert_official(tmp_path / "net.pth", views=2, stride=2)
+    assert model.config.share_weights is share
+    assert model.config.satellite_partition == "ring_outer_first"
+    assert model.config.ground_partition == ("ring_outer_first" if share else "row")
+    assert report.dropped_duplicate == ("model_2" if share else None)
+
+
+@pytest.mark.parametrize("share,stride", [(False, 1), (True, 2)])
+def test_two_view_resnet50_parity_with_independent_port(tmp_path, share, stride):
+    """Numerical parity of both views with tests/reference_lpn.py's port of the authors' two_view_net (LPN)."""
+    state, satellite, ground = official_state_dict(views=2, stride=stride, share_two_view=share, block=4)
+    torch.save(state, tmp_path / "net.pth")
+    model, _ = convert_official(tmp_path / "net.pth", views=2, stride=stride)
+    assert (model.config.views, model.config.share_weights, model.config.stride) == (2, share, stride)
+    # 128 px: an 8x8 map (stride 1) or a 4x4 one (stride 2) that the rings first resize to 8x8
+    images = torch.randn(2, 3, 128, 128)
+    trunks = {"satellite": trunk_of(satellite), "ground": trunk_of(ground)}
+    for view in ("satellite", "ground"):
+        with torch.no_grad():
+            ours = model.embed(images, view)
+            reference = official_two_view_embedding(trunks, state, images, 4, view, share)
+        assert ours.shape == (2, 512 * 4)
+        cosine = torch.nn.functional.cosine_similarity(ours, reference, dim=1)
+        assert cosine.min().item() >= 0.99999, view
+        assert (ours - reference).abs().max().item() < 1e-4, view
+
+
+def test_stride_is_required_without_opts_yaml(tmp_path):
+    # The stride of layer4 leaves no trace in the weight shapes, and the authors' scripts default to 2: no guessing.
+    state, _, _ = official_state_dict(arch="resnet18", block=2, classes=5)
+    torch.save(state, tmp_path / "net_059.pth")
+    with pytest.raises(LpnEdgeError, match=r"net_059\.pth.*--stride 1\|2.*--opts"):
+        convert_official(tmp_path / "net_059.pth")
+    (tmp_path / "opts.yaml").write_text(yaml.safe_dump({"block": 2, "views": 3, "share": True}))  # no stride key
+    with pytest.raises(LpnEdgeError, match="--stride"):
+        convert_official(tmp_path / "net_059.pth", tmp_path / "opts.yaml")
+    result = CliRunner().invoke(app, ["convert-official", str(tmp_path / "net_059.pth"), "--out", str(tmp_path / "o.pt")])
+    assert result.exit_code == 2 and "net_059.pth" in result.output and "--stride" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o.pt").exists()
+    model, report = convert_official(tmp_path / "net_059.pth", stride=2)
+    assert model.config.stride == 2 and report.settings_source["stride"] == "option"
+    with torch.no_grad():
+        assert model.feature_map(torch.zeros(1, 3, 64, 64), "satellite").shape[-2:] == (2, 2)
 
 
 def test_cli_refuses_garbage_with_one_line(tmp_path):
@@ -158,10 +207,10 @@ def test_two_view_vgg16_conversion(tmp_path):
 
 
 def test_global_pooling_baseline_converts_to_one_part(tmp_path):
-    state, satellite = official_state_dict(arch="resnet18", block=1, classes=5)
+    state, satellite, _ = official_state_dict(arch="resnet18", block=1, classes=5)
     state = {k.replace("classifier0.", "classifier."): v for k, v in state.items()}  # the authors' ft_net head
     torch.save(state, tmp_path / "baseline.pth")
-    model, _ = convert_official(tmp_path / "baseline.pth")
+    model, _ = convert_official(tmp_path / "baseline.pth", stride=1)
     assert model.config.parts == 1
     images = torch.randn(2, 3, 64, 64)
     renamed = {k.replace("classifier.", "classifier0."): v for k, v in state.items()}

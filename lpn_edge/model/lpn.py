@@ -15,6 +15,7 @@ from lpn_edge.model.partition import partition_matrix, pool_parts, pool_parts_ma
 
 # Which backbone encodes which input: the extra Google images of University-1652 go through the ground branch.
 BRANCH_INPUTS = {"satellite": "satellite", "drone": "drone", "ground": "ground", "google": "ground"}
+_POOLING_BUFFER = "pooling_"  # + partition kind: the (h*w, n) avg pooling matrix at the configured image size
 
 
 class LPN(nn.Module):
@@ -36,11 +37,15 @@ class LPN(nn.Module):
         self.classifiers = nn.ModuleList(
             ClassBlock(in_features, config.num_classes, config.dropout, config.bottleneck) for _ in range(config.parts)
         )
-        # Build the pooling matrices of the configured input size now, in eager mode: torch.export and the ONNX
-        # exporter cannot trace their construction (they read Python floats off tensors).
-        map_size = [-(-side // feature_stride(config.backbone, config.stride)) for side in config.image_size]
-        for kind in {config.satellite_partition, config.ground_partition}:
-            partition_matrix(kind, *map_size, config.parts)
+        # The avg pooling matrices of the configured input size are built now, in eager mode (torch.export and the
+        # ONNX exporter cannot trace their construction: they read Python floats off tensors), and held as
+        # non-persistent buffers: `.to(device)` moves them once, and state_dict keys stay those of the weights.
+        # Stored in the default dtype (float32): a model cast to float64 pools with float32-rounded weights.
+        stride = feature_stride(config.backbone, config.stride)
+        self.pooling_map_size = tuple(-(-side // stride) for side in config.image_size)
+        for kind in dict.fromkeys((config.satellite_partition, config.ground_partition)):
+            weights = partition_matrix(kind, *self.pooling_map_size, config.parts).to(torch.get_default_dtype())
+            self.register_buffer(_POOLING_BUFFER + kind, weights, persistent=False)
 
     @staticmethod
     def _branches(config: ModelConfig) -> dict[str, str]:
@@ -68,12 +73,22 @@ class LPN(nn.Module):
         view = self.check_view(view)
         return self.config.ground_partition if view == "ground" else self.config.satellite_partition
 
+    def pooling_weights(self, view: str) -> torch.Tensor:
+        """The view's (h*w, n) avg pooling matrix for the configured image size (a non-persistent buffer)."""
+        return getattr(self, _POOLING_BUFFER + self.partition_kind(view))
+
     def pool(self, feature_map: torch.Tensor, view: str) -> torch.Tensor:
-        """(B, C, h, w) -> (B, C', n) part features (C' = 2C for avg+max); avg pooling runs as one MatMul."""
+        """(B, C, h, w) -> (B, C', n) part features (C' = 2C for avg+max); avg pooling runs as one MatMul.
+
+        At the configured image size the MatMul uses the model's buffer; other sizes build (and cache) their matrix.
+        """
         kind, parts = self.partition_kind(view), self.config.parts
-        if self.config.pool == "avg":
+        if self.config.pool != "avg":
+            return pool_parts(feature_map, parts, kind, self.config.pool)
+        if tuple(feature_map.shape[-2:]) != self.pooling_map_size:
             return pool_parts_matmul(feature_map, parts, kind)
-        return pool_parts(feature_map, parts, kind, self.config.pool)
+        weights = self.pooling_weights(view)
+        return feature_map.flatten(2) @ weights.to(device=feature_map.device, dtype=feature_map.dtype)
 
     def part_logits(self, images: torch.Tensor, view: str) -> list[torch.Tensor]:
         parts = self.pool(self.feature_map(images, view), view)

@@ -3,9 +3,11 @@
 Official keys (DESIGN.md section 3): `model_1.model.*` satellite trunk, `model_2.model.*` ground trunk,
 `model_3.model.*` drone trunk (a duplicate of model_1 when weights are shared, and sometimes absent then),
 `classifier{i}.add_block.{0,1}.*` and `classifier{i}.classifier.0.*`. Settings not recoverable from the tensors
-(stride, views when ambiguous, dropout, image size) come from the run's opts.yaml or explicit options.
+(stride, views when ambiguous, dropout, image size) come from the run's opts.yaml or explicit options; a ResNet's
+layer4 stride changes no weight shape, so without opts.yaml it must be given (the authors' scripts default to 2).
 Their two-view models pool the satellite image with rings listed from the border inwards and the ground panorama
-with rows; their three-view models use centre-outwards rings for every view.
+with rows, except with shared weights, where the ground branch is the satellite branch itself (rings too); their
+three-view models use centre-outwards rings for every view.
 """
 
 from __future__ import annotations
@@ -89,9 +91,10 @@ def _infer_backbone(trunk: dict[str, torch.Tensor]) -> str:
 
 
 def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] | None = None,
-                          **options: Any) -> ConversionReport:
+                          source: str | Path = "the checkpoint", **options: Any) -> ConversionReport:
     """Work out the ModelConfig of an official state_dict. `options` (views, stride, pool, classes, block) win over
-    opts.yaml, which wins over what the tensors say; a contradiction with the tensors is an error."""
+    opts.yaml, which wins over what the tensors say; a contradiction with the tensors is an error. `source` names
+    the checkpoint in error messages."""
     opts = opts or {}
     sources: dict[str, str] = {}
 
@@ -127,9 +130,18 @@ def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] |
         share_from_weights = True
     share = bool(setting("share_weights", "share", share_from_weights, None))
     parts = int(setting("parts", "block", parts_in_weights, None))
+    # Conv strides leave the weight shapes unchanged, so a ResNet's stride cannot come from the tensors. The
+    # authors' VGG16 nets ignore the option (their layer4 stride code is commented out).
+    stride = setting("stride", "stride", None, 1 if backbone == "vgg16" else None)
+    if stride is None:
+        raise LpnEdgeError(f"{source}: the ResNet layer4 stride is not in the weights"
+                           f"{' nor in opts.yaml' if opts else ''}: pass --stride 1|2 (the authors' training scripts "
+                           f"default to 2) or --opts with the run's opts.yaml")
+    # two_view_net(share_weight=True) sets model_2 = model_1: street images then use the satellite rings.
+    two_view_ground = "ring_outer_first" if share else "row"
     config = ModelConfig(
         backbone=backbone,
-        stride=int(setting("stride", "stride", None, 1)),
+        stride=int(stride),
         parts=parts,
         pool=str(setting("pool", "pool", pool_from_weights, "avg")),
         views=views,
@@ -138,7 +150,7 @@ def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] |
         num_classes=int(setting("num_classes", "nclasses", classes_weight.shape[0], None)),
         bottleneck=int(head_weight.shape[0]),
         satellite_partition="ring" if views == 3 else "ring_outer_first",
-        ground_partition="ring" if views == 3 else "row",
+        ground_partition="ring" if views == 3 else two_view_ground,
         image_size=(int(setting("height", "h", None, 256)), int(setting("width", "w", None, 256))),
     )
     sources["backbone"] = "weights"
@@ -182,7 +194,7 @@ def convert_official(src: str | Path, opts_path: str | Path | None = None, **opt
 
     state = read_official_state_dict(src)
     opts = read_official_opts(opts_path) if opts_path else None
-    report = official_model_config(state, opts, **{k: v for k, v in options.items() if v is not None})
+    report = official_model_config(state, opts, source=src, **{k: v for k, v in options.items() if v is not None})
     config = report.config.model
     if config.share_weights and (3 if config.views == 3 else 2) in _trunks(state):
         partner = 3 if config.views == 3 else 2

@@ -103,7 +103,8 @@ def convert_official(
     opts: Optional[Path] = typer.Option(None, "--opts", help="The run's opts.yaml (settings beside the weights)."),
     block: Optional[int] = typer.Option(None, "--block", help="Number of parts n."),
     views: Optional[int] = typer.Option(None, "--views", help="2 (CVUSA/CVACT) or 3 (University-1652)."),
-    stride: Optional[int] = typer.Option(None, "--stride", help="Stride of ResNet layer4: 1 or 2."),
+    stride: Optional[int] = typer.Option(
+        None, "--stride", help="Stride of ResNet layer4: 1 or 2; needed when opts.yaml does not say (the authors' default is 2)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="avg, max or avg+max."),
     classes: Optional[int] = typer.Option(None, "--classes", help="Number of training classes."),
 ):

@@ -67,6 +67,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, force: boo
         run_dir = out_dir / ("lpn" if parts > 1 else "baseline")
         say(f"training {name}: {plan.epochs} epochs ...")
         result = train(config, world.root, run_dir, force=force, progress=False)
+        # last.pt (weights + optimiser state) only serves --resume of an unfinished run; model.pt is what users need
+        (run_dir / "last.pt").unlink(missing_ok=True)
         last = result.history[-1]
         say(f"  loss {last['loss']:.3f}, training accuracy {last['accuracy']:.3f}, {last['images_per_s']:.0f} img/s")
         report = evaluate(result.model, world.root, EvalOptions(progress=False, distance_groups=True))
@@ -75,13 +77,65 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, force: boo
         summary["models"][name] = {"parts": parts, "checkpoint": str(result.model), "run_dir": str(run_dir),
                                    "metrics_json": str(report.json_path), "metrics": report.metrics,
                                    "training": last}
-    say(format_metrics_table({k: v for k, v in table.items() if "[" not in k}))
+    results_table = format_metrics_table({k: v for k, v in table.items() if "[" not in k})
+    say(results_table)
     summary["onnx"] = _export(summary["models"]["LPN (4 parts)"]["checkpoint"], out_dir / "export", say)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary_path = out_dir / "summary.json"
     atomic_write_text(summary_path, json.dumps(summary, indent=2))
-    say(f"summary: {summary_path} ({summary['seconds']} s)")
+    results_path = atomic_write_text(out_dir / "results.md", results_markdown(summary, results_table, quick))
+    say(f"summary: {summary_path}, results: {results_path} ({summary['seconds']} s)")
     return summary
+
+
+def results_markdown(summary: dict, table: str, quick: bool) -> str:
+    """The demo's results as markdown that README quotes verbatim: what ran, where, when, and the metrics."""
+    plan = summary["plan"]
+    speeds = ", ".join(f"{name} {model['training']['images_per_s']:.0f} img/s"
+                       for name, model in summary["models"].items())
+    return "\n".join([
+        f"`lpn-edge demo{' --quick' if quick else ''}`, lpn-edge {_version()}, {_today()}, {_machine()}: "
+        f"{summary['seconds']:.0f} s in all (training {speeds}).",
+        f"World: {plan['locations']} locations (train + test), {plan['drone_per_location']} drone views each, "
+        f"{plan['size']} px, {plan['distractors']} distractor tiles; {plan['epochs']} epochs. Metrics in percent:",
+        "",
+        table,
+        "",
+    ])
+
+
+def _version() -> str:
+    """The package version, with the git commit when running from a checkout (what README quotes)."""
+    import subprocess
+
+    from lpn_edge import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__} (commit {commit})" if commit else __version__
+
+
+def _today() -> str:
+    import datetime
+
+    return datetime.date.today().isoformat()
+
+
+def _machine() -> str:
+    """CPU model and core count, e.g. 'AMD EPYC 7B13, 2 cores' (what the timings depend on)."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def _export(checkpoint: str, out_dir: Path, say: Callable[[str], None]) -> dict:

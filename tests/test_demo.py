@@ -24,6 +24,11 @@ def test_quick_demo_end_to_end(tmp_path):
     assert all(Path(p).is_file() for p in summary["onnx"]["artifacts"])
     assert summary["onnx"]["parity"] and all(line.endswith("ok") for line in summary["onnx"]["parity"])
     assert Path(summary["preview"]).is_file() and Path(summary["geo_csv"]).is_file()
+    # results.md holds the very table the run printed, for README to quote; no resume-only copies are left
+    results = (out / "results.md").read_text()
+    table = [line for line in result.output.splitlines() if line.startswith("| ")]
+    assert table and all(line in results for line in table) and "--quick" in results
+    assert not list(out.rglob("last.pt"))
     # a second run into the same directory is refused rather than mixing two demos
     again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output

@@ -119,3 +119,59 @@ def test_real_mosaic_pairs_through_eval(checkpoint, mosaic_dir, tmp_path):
     metrics = report.metrics["drone2sat"]
     assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
     assert json.loads((tmp_path / "m.json").read_text())["layout"] == "view-folders"
+
+
+def _named_id_pairs(root, query_folder, gallery_folder, query_ids, gallery_ids):
+    """Query and gallery folders with named ids; an id's query image is a copy of its gallery image, so with the
+    shared-weight model a query's embedding equals its own location's gallery embedding."""
+    from data_helpers import noise_image, save
+
+    for i, name in enumerate(sorted(set(query_ids) | set(gallery_ids))):
+        image = noise_image(1000 + i, (48, 48))
+        if name in query_ids:
+            save(image, root / query_folder / name / "a.png")
+        if name in gallery_ids:
+            save(image, root / gallery_folder / name / "a.png")
+
+
+@pytest.mark.parametrize("split", [".", "test"])
+def test_named_ids_share_one_label_table(checkpoint, tmp_path, split):
+    """paris must be scored against paris, not against the gallery's first id; a query id absent from the gallery
+    (tokyo) has no true match and still counts in the denominator. Both view-folder and University-1652 layouts."""
+    root = tmp_path / "named"
+    prefix = ("", "") if split == "." else ("query_", "gallery_")
+    query_folder, gallery_folder = f"{split}/{prefix[0]}drone", f"{split}/{prefix[1]}satellite"
+    query_ids, gallery_ids = ("paris", "rome", "tokyo"), ("berlin", "paris", "rome")
+    _named_id_pairs(root, query_folder, gallery_folder, query_ids, gallery_ids)
+    report = evaluate(checkpoint, root, EvalOptions(task="drone2sat", progress=False, out_json=tmp_path / "m.json"))
+
+    from lpn_edge import load_model
+    from lpn_edge.data.transforms import eval_transform
+    from lpn_edge.data.university import RetrievalFolder
+
+    model = load_model(checkpoint)
+    table = {name: i for i, name in enumerate(("berlin", "paris", "rome", "tokyo"))}  # written out here, by name
+    query = RetrievalFolder(root / query_folder, eval_transform((64, 64)), id_to_label=table)
+    gallery = RetrievalFolder(root / gallery_folder, eval_transform((64, 64)), id_to_label=table)
+    with torch.no_grad():
+        qf = model.embed(torch.stack([query[i][0] for i in range(len(query))]), "drone").numpy()
+        gf = model.embed(torch.stack([gallery[i][0] for i in range(len(gallery))]), "satellite").numpy()
+    assert report.metrics["drone2sat"] == pytest.approx(evaluate_retrieval(qf, query.labels, gf, gallery.labels))
+    # Independent of the metrics code: paris and rome find their identical gallery image first; tokyo finds nothing.
+    scores = qf @ gf.T
+    assert [gallery.ids[j] for j in scores.argmax(axis=1)[:2]] == ["paris", "rome"]
+    assert report.metrics["drone2sat"]["R@1"] == pytest.approx(2 / 3)
+    assert report.metrics["drone2sat"]["R@10"] == pytest.approx(2 / 3)  # tokyo is never matched to another id
+
+
+def test_a_query_id_absent_from_the_gallery_never_matches_a_distractor(checkpoint, tmp_path):
+    """Query 0003 has no gallery image; the distractor tile must not take over its label (0003 = gallery max + 1)."""
+    root = tmp_path / "numbered"
+    _named_id_pairs(root, "drone", "satellite", ("0001", "0002", "0003"), ("0001", "0002"))
+    from data_helpers import make_class_tree
+
+    make_class_tree(tmp_path / "tiles", ["x"], 1, seed=9)
+    report = evaluate(checkpoint, root, EvalOptions(task="drone2sat", progress=False, distractors=tmp_path / "tiles",
+                                                    out_json=tmp_path / "m.json"))
+    assert report.metrics["drone2sat"]["R@10"] == pytest.approx(2 / 3)  # 3 gallery items: ranks 0..2 all < 10
+    assert report.metrics["drone2sat"]["R@1"] == pytest.approx(2 / 3)  # 0001 and 0002 find their copies first

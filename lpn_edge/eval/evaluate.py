@@ -63,13 +63,13 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     if layout not in (*FOLDER_LAYOUTS, "cvusa-raw", "cvact-raw"):
         raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
     tasks = select_tasks(options.task, layout, data_dir, model.views)
-    encoder = _Encoder(model, data_dir, layout, options)
+    encoder = _Encoder(model, data_dir, layout, options, _id_table(layout, data_dir, tasks))
     metrics: dict[str, dict[str, float]] = {}
     plots: list[Path] = []
     for task in tasks:
         query = encoder.side(task.query, task.query_view, perturbed=True)
         gallery = encoder.side(task.gallery, task.gallery_view, perturbed=False)
-        gallery = _with_distractors(gallery, encoder, task, options)
+        gallery = _with_distractors(query, gallery, encoder, task, options)
         qf, gf = query.features, gallery.features
         if options.parts is not None:
             from lpn_edge.eval.features import select_parts
@@ -102,11 +102,27 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     return EvalReport(metrics, json_path, plots, seconds)
 
 
-class _Encoder:
-    """Feature extraction with a cache: a folder embedded once serves every task that uses it."""
+def _id_table(layout: str, data_dir: Path, tasks: list[Task]) -> dict[str, int] | None:
+    """The labels of every class id of the tasks' folders, shared by queries and galleries (None: raw pair layouts,
+    whose query i and gallery i are one pair by construction)."""
+    if layout not in FOLDER_LAYOUTS:
+        return None
+    from lpn_edge.data.class_folders import shared_id_table
 
-    def __init__(self, model, data_dir: Path, layout: str, options: EvalOptions) -> None:
+    return shared_id_table(data_dir / folder for task in tasks for folder in (task.query, task.gallery))
+
+
+class _Encoder:
+    """Feature extraction with a cache: a folder embedded once serves every task that uses it.
+
+    Folder labels come from ``id_table`` (class id -> label), one table for every query and gallery folder, so a
+    query id is matched to the same id in the gallery and to nothing else.
+    """
+
+    def __init__(self, model, data_dir: Path, layout: str, options: EvalOptions,
+                 id_table: dict[str, int] | None = None) -> None:
         self.model, self.data_dir, self.layout, self.options = model, data_dir, layout, options
+        self.id_table = id_table
         self.cache: dict[tuple, _Side] = {}
 
     def transform(self, perturbed: bool):
@@ -119,8 +135,12 @@ class _Encoder:
     def dataset(self, where: str | Path, perturbed: bool):
         from lpn_edge.data.university import RetrievalFolder
 
-        if self.layout in FOLDER_LAYOUTS or Path(where).is_absolute():
-            return RetrievalFolder(self.data_dir / where, self.transform(perturbed))  # absolute `where` wins
+        if Path(where).is_absolute():  # distractor tiles: their labels are replaced, see _with_distractors
+            return RetrievalFolder(where, self.transform(perturbed))
+        if self.layout in FOLDER_LAYOUTS:
+            if self.id_table is None:
+                raise LpnEdgeError(f"{self.data_dir / where}: folder labels need the shared id table of the tasks")
+            return RetrievalFolder(self.data_dir / where, self.transform(perturbed), id_to_label=self.id_table)
         from lpn_edge.data.crossview import list_pairs, readable_pairs
         from lpn_edge.eval.features import ImagePaths
 
@@ -142,12 +162,14 @@ class _Encoder:
         return self.cache[key]
 
 
-def _with_distractors(gallery: _Side, encoder: _Encoder, task: Task, options: EvalOptions) -> _Side:
-    """Append extra gallery tiles that match no query: each gets a label beyond every real one."""
+def _with_distractors(query: _Side, gallery: _Side, encoder: _Encoder, task: Task, options: EvalOptions) -> _Side:
+    """Append extra gallery tiles that match no query: each gets a label beyond every query and gallery label (a
+    query id absent from the gallery must not become a distractor's)."""
     if options.distractors is None:
         return gallery
     extra = encoder.side(Path(options.distractors).resolve(), task.gallery_view, perturbed=False)
-    labels = gallery.labels.max(initial=0) + 1 + np.arange(len(extra.labels))
+    first = max(query.labels.max(initial=0), gallery.labels.max(initial=0), len(encoder.id_table or ())) + 1
+    labels = first + np.arange(len(extra.labels))
     return _Side(np.concatenate([gallery.features, extra.features]), np.concatenate([gallery.labels, labels]),
                  gallery.paths + extra.paths)
 

@@ -69,7 +69,7 @@ def test_robustness_options(world, checkpoint, tmp_path):
     plain = evaluate(checkpoint, world, EvalOptions(task="drone2sat", progress=False, out_json=tmp_path / "a.json"))
     distracted = evaluate(checkpoint, world, EvalOptions(
         task="drone2sat", progress=False, out_json=tmp_path / "b.json",
-        distractors=world / "test" / "gallery_drone", distance_groups=True, parts=(0, 1), rotate=90, shift=3))
+        distractors=world / "test" / "gallery_drone", distance_groups=True, parts=(0, 1), rotate=90))
     assert "drone2sat [unknown]" in distracted.metrics  # the helper tree's file names carry no distance
     assert distracted.metrics["drone2sat"] != plain.metrics["drone2sat"]
     options = json.loads((tmp_path / "b.json").read_text())["options"]
@@ -175,3 +175,74 @@ def test_a_query_id_absent_from_the_gallery_never_matches_a_distractor(checkpoin
                                                     out_json=tmp_path / "m.json"))
     assert report.metrics["drone2sat"]["R@10"] == pytest.approx(2 / 3)  # 3 gallery items: ranks 0..2 all < 10
     assert report.metrics["drone2sat"]["R@1"] == pytest.approx(2 / 3)  # 0001 and 0002 find their copies first
+
+
+def _shift_right_black(tensor, pixels):
+    """The paper's shifted query, written out on a normalised (3, H, W) tensor: content moves `pixels` columns
+    right, the first `pixels` columns become normalised black, rows stay."""
+    from lpn_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    black = (0.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    moved = torch.empty_like(tensor)
+    moved[:, :, :pixels] = black.reshape(3, 1, 1).to(tensor.dtype)
+    moved[:, :, pixels:] = tensor[:, :, :-pixels]
+    return moved
+
+
+@pytest.mark.parametrize("pixels", [1, 5, 20])
+def test_query_shift_is_the_papers_black_left_padding(checkpoint, world, pixels):
+    """eval --shift P (default mode): resize, then P black columns on the left, content moved right, same size."""
+    from data_helpers import noise_image
+
+    from lpn_edge import load_model
+    from lpn_edge.data.transforms import eval_transform
+    from lpn_edge.eval.evaluate import _Encoder
+
+    image = noise_image(7, (90, 70))
+    encoder = _Encoder(load_model(checkpoint), world, "university1652", EvalOptions(shift=pixels, progress=False))
+    shifted, plain = encoder.transform(perturbed=True)(image), eval_transform((64, 64))(image)
+    assert shifted.shape == plain.shape == (3, 64, 64)
+    assert torch.equal(shifted, _shift_right_black(plain, pixels))
+    assert torch.equal(encoder.transform(perturbed=False)(image), plain)  # the gallery is never shifted
+
+
+def test_reflect_shift_mode_moves_both_axes(checkpoint, world):
+    from data_helpers import noise_image
+
+    from lpn_edge import load_model
+    from lpn_edge.data.transforms import eval_transform
+    from lpn_edge.errors import LpnEdgeError
+    from lpn_edge.eval.evaluate import _Encoder
+
+    image = noise_image(8, (64, 64))
+    options = EvalOptions(shift=3, shift_mode="reflect", progress=False)
+    shifted = _Encoder(load_model(checkpoint), world, "university1652", options).transform(perturbed=True)(image)
+    plain = eval_transform((64, 64))(image)
+    assert torch.equal(shifted[:, 3:, 3:], plain[:, :-3, :-3])
+    assert torch.equal(shifted[:, 3:, 2], plain[:, :-3, 1])  # reflected, not black
+    with pytest.raises(LpnEdgeError, match="shift mode"):
+        evaluate(checkpoint, world, EvalOptions(shift=3, shift_mode="wrap", progress=False))
+    result = CliRunner().invoke(app, ["eval", str(checkpoint), "--data", str(world), "--shift", "3",
+                                      "--shift-mode", "wrap"])
+    assert result.exit_code == 2 and "shift mode must be one of paper, reflect" in result.output
+
+
+def test_shifted_evaluation_equals_shifting_the_queries_by_hand(world, checkpoint, tmp_path):
+    """End to end: eval --shift 9 gives the metrics of queries shifted in this test and an unshifted gallery."""
+    from lpn_edge import load_model
+    from lpn_edge.data.transforms import eval_transform
+    from lpn_edge.data.university import RetrievalFolder
+
+    report = evaluate(checkpoint, world, EvalOptions(task="drone2sat", shift=9, progress=False,
+                                                     out_json=tmp_path / "m.json"))
+    model = load_model(checkpoint)
+    query = RetrievalFolder(world / "test" / "query_drone", eval_transform((64, 64)))
+    gallery = RetrievalFolder(world / "test" / "gallery_satellite", eval_transform((64, 64)))
+    with torch.no_grad():
+        qf = model.embed(torch.stack([_shift_right_black(query[i][0], 9) for i in range(len(query))]), "drone")
+        gf = model.embed(torch.stack([gallery[i][0] for i in range(len(gallery))]), "satellite")
+    expected = evaluate_retrieval(qf.numpy(), query.labels, gf.numpy(), gallery.labels)
+    assert report.metrics["drone2sat"] == pytest.approx(expected)
+    unshifted = evaluate_retrieval(model.embed(torch.stack([query[i][0] for i in range(len(query))]), "drone")
+                                   .detach().numpy(), query.labels, gf.numpy(), gallery.labels)
+    assert report.metrics["drone2sat"] != pytest.approx(unshifted)  # the shift reached the query images

@@ -24,13 +24,36 @@ class EvalOptions:
     device: str | None = None
     num_workers: int = 0
     rotate: float = 0.0  # degrees, applied to query images (paper Table V)
-    shift: int = 0  # pixels of reflection-padded shift of query images (paper Table VII)
+    shift: int = 0  # pixels query images are shifted by (paper Table VII), see shift_mode
+    # "paper": the authors' test (image_folder.py customData, pad=P): after the resize, P black columns on the left,
+    # content moved right, right edge cropped; "reflect": content moved right and down, uncovered border reflected.
+    shift_mode: str = "paper"
     parts: tuple[int, ...] | None = None  # evaluate with a subset of the parts (paper Table VI)
     distance_groups: bool = False  # drone queries split by distance (paper Table IX)
     distractors: Path | None = None  # extra gallery tiles <dir>/<id>/* that match no query
     plots: int = 0  # retrieval strips (Fig. 9) and heatmaps (Fig. 8) for this many queries per task
     out_json: Path | None = None  # default: <checkpoint>.eval.json
     progress: bool = True
+
+
+SHIFT_MODES = ("paper", "reflect")
+
+
+def query_shift(pixels: int, mode: str = "paper") -> tuple[tuple[int, int], str]:
+    """``(dx, dy), fill`` of `lpn_edge.data.transforms.Shift` for ``eval --shift pixels --shift-mode mode``.
+
+    "paper" is the shifted-query test of the paper's Table VII as the authors run it (wtyhub/LPN image_folder.py,
+    ``customData(pad=P)``): resize, pad P black columns on the left, keep the top-left window of the original size,
+    i.e. the content moves P pixels right and the first P columns are black. (The authors resize to 256 x 256
+    whatever the model size; here the image is resized to the model's size, the same for 256 px models.)
+    "reflect" moves the content P pixels right and P down and fills the uncovered border by reflection.
+    A negative P moves the content the other way (left, and up for "reflect").
+    """
+    if mode not in SHIFT_MODES:
+        raise LpnEdgeError(f"shift mode must be one of {', '.join(SHIFT_MODES)}, got {mode!r}")
+    if mode == "paper":
+        return (pixels, 0), "constant"
+    return (pixels, pixels), "reflect"
 
 
 @dataclass
@@ -56,6 +79,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     from lpn_edge.checkpoint import load_model, read_checkpoint
     from lpn_edge.data.layout import detect_layout
 
+    query_shift(options.shift, options.shift_mode)  # refuse a bad shift before any work
     started = time.perf_counter()
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     model = load_model(checkpoint)
@@ -129,8 +153,8 @@ class _Encoder:
         from lpn_edge.data.transforms import eval_transform
 
         rotate = self.options.rotate if perturbed else 0.0
-        shift = (self.options.shift, self.options.shift) if perturbed else (0, 0)
-        return eval_transform(self.model.config.image_size, rotate_degrees=rotate, shift=shift)
+        shift, fill = query_shift(self.options.shift, self.options.shift_mode) if perturbed else ((0, 0), "reflect")
+        return eval_transform(self.model.config.image_size, rotate_degrees=rotate, shift=shift, shift_fill=fill)
 
     def dataset(self, where: str | Path, perturbed: bool):
         from lpn_edge.data.university import RetrievalFolder

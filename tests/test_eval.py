@@ -246,3 +246,46 @@ def test_shifted_evaluation_equals_shifting_the_queries_by_hand(world, checkpoin
     unshifted = evaluate_retrieval(model.embed(torch.stack([query[i][0] for i in range(len(query))]), "drone")
                                    .detach().numpy(), query.labels, gf.numpy(), gallery.labels)
     assert report.metrics["drone2sat"] != pytest.approx(unshifted)  # the shift reached the query images
+
+
+@pytest.fixture
+def tf32_enabled():
+    """Turn TF32 on (PyTorch's cuDNN default; matmul as a user may set it) for the test, restore after."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32, matmul.allow_tf32 = True, True
+    yield
+    cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def _tf32_flags():
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def test_exact_fp32_sets_and_restores_the_tf32_flags(tf32_enabled):
+    from lpn_edge.eval.features import exact_fp32
+
+    with exact_fp32():
+        assert _tf32_flags() == (False, False)
+    assert _tf32_flags() == (True, True)
+    with pytest.raises(RuntimeError, match="boom"), exact_fp32():
+        raise RuntimeError("boom")
+    assert _tf32_flags() == (True, True)
+
+
+def test_feature_extraction_runs_the_model_without_tf32(world, checkpoint, tf32_enabled):
+    """The fp32 evaluation must not let cuDNN / cuBLAS use TF32: the flags seen inside the model's forward pass."""
+    from lpn_edge import load_model
+    from lpn_edge.data.transforms import eval_transform
+    from lpn_edge.data.university import RetrievalFolder
+
+    model = load_model(checkpoint)
+    seen = []
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = first_conv.register_forward_hook(lambda *_: seen.append(_tf32_flags()))
+    dataset = RetrievalFolder(world / "test" / "query_drone", eval_transform((64, 64)))
+    features = extract_features(model, dataset, "drone", flip=True, batch_size=3, device="cpu", progress=False)
+    handle.remove()
+    assert features.shape == (len(dataset), model.config.embedding_dim)
+    assert seen and set(seen) == {(False, False)}
+    assert _tf32_flags() == (True, True)  # restored for the caller

@@ -217,7 +217,9 @@ def _draw(task: Task, query: _Side, gallery: _Side, qf: np.ndarray, gf: np.ndarr
     strips = retrieval_grid(rows, out_dir / f"{task.name}-retrieval.png")
     transform = encoder.transform(perturbed=False)
     images = [load_rgb(query.paths[q]) for q in picks]
-    with torch.no_grad():
+    from lpn_edge.eval.features import exact_fp32
+
+    with torch.no_grad(), exact_fp32():
         batch = torch.stack([transform(image) for image in images])
         device = next(model.parameters()).device
         maps = model.feature_map(batch.to(device), task.query_view).mean(dim=1).cpu().numpy()

@@ -103,14 +103,38 @@ def test_bad_task_and_missing_folders(world, checkpoint, tmp_path):
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
 
 
-def test_view_folder_layout_evaluates_drone_and_satellite(checkpoint, tmp_path):
-    from data_helpers import make_class_tree
+def _embed_folder(model, folder, view, names):
+    """Embeddings of <folder>/<name>/* in name then file order, and each image's label = the name's index in
+    `names` (written out here, independently of the package's folder readers)."""
+    from lpn_edge.data.images import load_rgb
+    from lpn_edge.data.transforms import eval_transform
 
-    make_class_tree(tmp_path / "pairs" / "drone", ["0000", "0001", "0002"], 1, seed=1)
-    make_class_tree(tmp_path / "pairs" / "satellite", ["0000", "0001", "0002"], 1, seed=2)
+    transform = eval_transform(model.config.image_size)
+    paths = [(label, path) for label, name in enumerate(names) for path in sorted((folder / name).iterdir())]
+    with torch.no_grad():
+        features = model.embed(torch.stack([transform(load_rgb(path)) for _, path in paths]), view).numpy()
+    return features, np.array([label for label, _ in paths])
+
+
+def test_view_folder_layout_equals_the_protocol_written_out(checkpoint, tmp_path):
+    """14 locations (R@10 is not 1 by construction): both tasks equal the plain per-query loop of test_metrics."""
+    from data_helpers import make_class_tree
+    from test_metrics import loop_evaluation
+
+    from lpn_edge import load_model
+
+    names = [f"{i:04d}" for i in range(14)]
+    make_class_tree(tmp_path / "pairs" / "drone", names, 2, seed=1)
+    make_class_tree(tmp_path / "pairs" / "satellite", names, 1, seed=2)
     report = evaluate(checkpoint, tmp_path / "pairs", EvalOptions(progress=False, out_json=tmp_path / "m.json"))
     assert set(report.metrics) == {"drone2sat", "sat2drone"}
-    assert report.metrics["drone2sat"]["R@10"] == 1.0  # 3 locations: every match is within the top 10
+    model = load_model(checkpoint)
+    drone = _embed_folder(model, tmp_path / "pairs" / "drone", "drone", names)
+    satellite = _embed_folder(model, tmp_path / "pairs" / "satellite", "satellite", names)
+    assert len(satellite[1]) > 10 and len(drone[1]) > 10
+    for task, (query, gallery) in {"drone2sat": (drone, satellite), "sat2drone": (satellite, drone)}.items():
+        expected = loop_evaluation(query[0], query[1], gallery[0], gallery[1])
+        assert report.metrics[task] == pytest.approx(expected), task
 
 
 def test_real_mosaic_pairs_through_eval(checkpoint, mosaic_dir, tmp_path):

@@ -186,7 +186,11 @@ def evaluate(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     rotate: float = typer.Option(0.0, help="Rotate query images by this many degrees (paper Table V)."),
-    shift: int = typer.Option(0, help="Shift query images by this many pixels, reflection-padded (Table VII)."),
+    shift: int = typer.Option(0, help="Shift query images right by this many pixels (paper Table VII), see "
+                                      "--shift-mode."),
+    shift_mode: str = typer.Option("paper", "--shift-mode",
+                                   help="paper: P black columns on the left after the resize, as the authors' test; "
+                                        "reflect: move right and down, reflected border."),
     parts: Optional[str] = typer.Option(None, help="Use only these parts, e.g. 0,1 (paper Table VI)."),
     distance_groups: bool = typer.Option(False, "--distance-groups", help="Split drone queries by distance (Table IX)."),
     distractors: Optional[Path] = typer.Option(None, help="Folder <id>/* of extra gallery tiles matching no query."),
@@ -210,8 +214,8 @@ def evaluate(
     except ValueError:
         raise LpnEdgeError(f"--parts must be comma-separated part indices such as 0,1; got {parts!r}") from None
     options = EvalOptions(task=task, flip=not no_flip, batch_size=batch_size, device=device, num_workers=workers,
-                          rotate=rotate, shift=shift, parts=part_list, distance_groups=distance_groups,
-                          distractors=distractors, plots=plots, out_json=out_json)
+                          rotate=rotate, shift=shift, shift_mode=shift_mode, parts=part_list,
+                          distance_groups=distance_groups, distractors=distractors, plots=plots, out_json=out_json)
     report = run_evaluation(checkpoint, data, options)
     typer.echo(report.table())
     typer.echo(f"metrics: {report.json_path}")

@@ -6,7 +6,6 @@ import torch
 from lpn_edge.config import ModelConfig
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.model import LPN, build_model
-from lpn_edge.model.partition import pool_parts
 
 from conftest import randomise_batchnorm
 
@@ -81,14 +80,42 @@ def test_flip_sums_bottlenecks_before_normalisation():
     assert not torch.allclose(embedding, unflipped, atol=1e-3)
 
 
-@pytest.mark.parametrize("pool", ["max", "avg+max"])
-def test_max_and_avg_max_heads(pool):
-    model = tiny(pool=pool)
-    x = torch.randn(2, 3, 64, 64)
+def ring_pool_by_slicing(feature_map, parts, pool):
+    """LPN's square-ring pooling written out with slices (square map, side L >= 2n): ring i is the centred box of
+    half-side (i + 1) * per minus the box of half-side i * per, per = L // (2n), the last ring reaching the border;
+    avg divides the ring's sum by the outer box's area (the authors zero the inner box and average), max is the
+    max over the ring's cells. avg+max concatenates the avg channels, then the max channels."""
+    if pool == "avg+max":
+        return torch.cat([ring_pool_by_slicing(feature_map, parts, "avg"),
+                          ring_pool_by_slicing(feature_map, parts, "max")], dim=1)
+    side = feature_map.shape[-1]
+    centre, per = side // 2, side // (2 * parts)
+    pooled = []
+    for i in range(parts):
+        lo, hi = (centre - (i + 1) * per, centre + (i + 1) * per) if i < parts - 1 else (0, side)
+        ring = feature_map[:, :, lo:hi, lo:hi].clone()
+        if i > 0:
+            inner = slice(centre - i * per - lo, centre + i * per - lo)
+            ring[:, :, inner, inner] = 0.0 if pool == "avg" else float("-inf")
+        if pool == "avg":
+            pooled.append(ring.sum(dim=(-2, -1)) / ((hi - lo) * (hi - lo)))
+        else:
+            pooled.append(ring.amax(dim=(-2, -1)))
+    return torch.stack(pooled, dim=-1)
+
+
+@pytest.mark.parametrize("pool", ["avg", "max", "avg+max"])
+def test_model_pool_is_ring_pooling(pool):
+    """model.pool on a real 8x8 feature map (128 px, stride 1) against the ring slicing written out above."""
+    model = tiny(pool=pool, image_size=(128, 128))
+    x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         feature_map = model.feature_map(x, "drone")
-        expected = pool_parts(feature_map, 4, "ring", pool)
-        assert torch.equal(model.pool(feature_map, "drone"), expected)
+        assert feature_map.shape[-2:] == (8, 8)
+        pooled = model.pool(feature_map, "drone")
+        expected = ring_pool_by_slicing(feature_map, 4, pool)
+        assert pooled.shape == expected.shape == (2, 1024 if pool == "avg+max" else 512, 4)
+        assert torch.allclose(pooled, expected, rtol=1e-5, atol=1e-6)
         assert model.embed(x, "drone").shape == (2, 2048)
     assert model.classifiers[0].add_block[0].in_features == (1024 if pool == "avg+max" else 512)
 

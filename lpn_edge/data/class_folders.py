@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,20 @@ def list_class_dirs(folder: str | Path) -> list[str]:
     except OSError as exc:
         raise LpnEdgeError(f"cannot list {folder}: {exc.strerror or exc}") from None
     return sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
+
+
+def shared_id_table(folders: Iterable[str | Path]) -> dict[str, int]:
+    """One label per class id across several view folders: the sorted union of their class folder names, numbered.
+
+    Query and gallery folders of a retrieval task must take their labels from one such table, so that an id means
+    the same location on both sides (a folder-local index would pair the i-th query id with the i-th gallery id
+    whenever the two folders hold different ids). An id present in only one folder still gets its own label, so
+    it matches nothing on the other side.
+    """
+    names = set()
+    for folder in folders:
+        names.update(list_class_dirs(folder))
+    return {name: index for index, name in enumerate(sorted(names))}
 
 
 def read_class_folder(folder: str | Path, verify: bool = True, warn: bool = True) -> ClassFolder:

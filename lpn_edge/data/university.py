@@ -238,7 +238,8 @@ class RetrievalFolder(Dataset):
 
     Labels: when every id is a number (University-1652: ``0001`` ...) the label is ``int(id)``, so query and
     gallery folders agree; otherwise the label is the id's index in sorted order *within this folder*, which only
-    matches across folders that hold the same ids: pass ``id_to_label`` to share one mapping.
+    matches across folders that hold the same ids. To compare folders, pass ``id_to_label`` built over all of them
+    (`lpn_edge.data.class_folders.shared_id_table`), as evaluation does.
 
     Attributes: ``paths`` (list of Path, sorted by id then file name), ``labels`` (numpy int64, one per path),
     ``ids`` (the id of each path). Unreadable files are skipped with one warning. A file that goes bad later is

@@ -24,13 +24,36 @@ class EvalOptions:
     device: str | None = None
     num_workers: int = 0
     rotate: float = 0.0  # degrees, applied to query images (paper Table V)
-    shift: int = 0  # pixels of reflection-padded shift of query images (paper Table VII)
+    shift: int = 0  # pixels query images are shifted by (paper Table VII), see shift_mode
+    # "paper": the authors' test (image_folder.py customData, pad=P): after the resize, P black columns on the left,
+    # content moved right, right edge cropped; "reflect": content moved right and down, uncovered border reflected.
+    shift_mode: str = "paper"
     parts: tuple[int, ...] | None = None  # evaluate with a subset of the parts (paper Table VI)
     distance_groups: bool = False  # drone queries split by distance (paper Table IX)
     distractors: Path | None = None  # extra gallery tiles <dir>/<id>/* that match no query
     plots: int = 0  # retrieval strips (Fig. 9) and heatmaps (Fig. 8) for this many queries per task
     out_json: Path | None = None  # default: <checkpoint>.eval.json
     progress: bool = True
+
+
+SHIFT_MODES = ("paper", "reflect")
+
+
+def query_shift(pixels: int, mode: str = "paper") -> tuple[tuple[int, int], str]:
+    """``(dx, dy), fill`` of `lpn_edge.data.transforms.Shift` for ``eval --shift pixels --shift-mode mode``.
+
+    "paper" is the shifted-query test of the paper's Table VII as the authors run it (wtyhub/LPN image_folder.py,
+    ``customData(pad=P)``): resize, pad P black columns on the left, keep the top-left window of the original size,
+    i.e. the content moves P pixels right and the first P columns are black. (The authors resize to 256 x 256
+    whatever the model size; here the image is resized to the model's size, the same for 256 px models.)
+    "reflect" moves the content P pixels right and P down and fills the uncovered border by reflection.
+    A negative P moves the content the other way (left, and up for "reflect").
+    """
+    if mode not in SHIFT_MODES:
+        raise LpnEdgeError(f"shift mode must be one of {', '.join(SHIFT_MODES)}, got {mode!r}")
+    if mode == "paper":
+        return (pixels, 0), "constant"
+    return (pixels, pixels), "reflect"
 
 
 @dataclass
@@ -56,6 +79,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     from lpn_edge.checkpoint import load_model, read_checkpoint
     from lpn_edge.data.layout import detect_layout
 
+    query_shift(options.shift, options.shift_mode)  # refuse a bad shift before any work
     started = time.perf_counter()
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     model = load_model(checkpoint)
@@ -63,13 +87,13 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     if layout not in (*FOLDER_LAYOUTS, "cvusa-raw", "cvact-raw"):
         raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
     tasks = select_tasks(options.task, layout, data_dir, model.views)
-    encoder = _Encoder(model, data_dir, layout, options)
+    encoder = _Encoder(model, data_dir, layout, options, _id_table(layout, data_dir, tasks))
     metrics: dict[str, dict[str, float]] = {}
     plots: list[Path] = []
     for task in tasks:
         query = encoder.side(task.query, task.query_view, perturbed=True)
         gallery = encoder.side(task.gallery, task.gallery_view, perturbed=False)
-        gallery = _with_distractors(gallery, encoder, task, options)
+        gallery = _with_distractors(query, gallery, encoder, task, options)
         qf, gf = query.features, gallery.features
         if options.parts is not None:
             from lpn_edge.eval.features import select_parts
@@ -102,25 +126,45 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     return EvalReport(metrics, json_path, plots, seconds)
 
 
-class _Encoder:
-    """Feature extraction with a cache: a folder embedded once serves every task that uses it."""
+def _id_table(layout: str, data_dir: Path, tasks: list[Task]) -> dict[str, int] | None:
+    """The labels of every class id of the tasks' folders, shared by queries and galleries (None: raw pair layouts,
+    whose query i and gallery i are one pair by construction)."""
+    if layout not in FOLDER_LAYOUTS:
+        return None
+    from lpn_edge.data.class_folders import shared_id_table
 
-    def __init__(self, model, data_dir: Path, layout: str, options: EvalOptions) -> None:
+    return shared_id_table(data_dir / folder for task in tasks for folder in (task.query, task.gallery))
+
+
+class _Encoder:
+    """Feature extraction with a cache: a folder embedded once serves every task that uses it.
+
+    Folder labels come from ``id_table`` (class id -> label), one table for every query and gallery folder, so a
+    query id is matched to the same id in the gallery and to nothing else.
+    """
+
+    def __init__(self, model, data_dir: Path, layout: str, options: EvalOptions,
+                 id_table: dict[str, int] | None = None) -> None:
         self.model, self.data_dir, self.layout, self.options = model, data_dir, layout, options
+        self.id_table = id_table
         self.cache: dict[tuple, _Side] = {}
 
     def transform(self, perturbed: bool):
         from lpn_edge.data.transforms import eval_transform
 
         rotate = self.options.rotate if perturbed else 0.0
-        shift = (self.options.shift, self.options.shift) if perturbed else (0, 0)
-        return eval_transform(self.model.config.image_size, rotate_degrees=rotate, shift=shift)
+        shift, fill = query_shift(self.options.shift, self.options.shift_mode) if perturbed else ((0, 0), "reflect")
+        return eval_transform(self.model.config.image_size, rotate_degrees=rotate, shift=shift, shift_fill=fill)
 
     def dataset(self, where: str | Path, perturbed: bool):
         from lpn_edge.data.university import RetrievalFolder
 
-        if self.layout in FOLDER_LAYOUTS or Path(where).is_absolute():
-            return RetrievalFolder(self.data_dir / where, self.transform(perturbed))  # absolute `where` wins
+        if Path(where).is_absolute():  # distractor tiles: their labels are replaced, see _with_distractors
+            return RetrievalFolder(where, self.transform(perturbed))
+        if self.layout in FOLDER_LAYOUTS:
+            if self.id_table is None:
+                raise LpnEdgeError(f"{self.data_dir / where}: folder labels need the shared id table of the tasks")
+            return RetrievalFolder(self.data_dir / where, self.transform(perturbed), id_to_label=self.id_table)
         from lpn_edge.data.crossview import list_pairs, readable_pairs
         from lpn_edge.eval.features import ImagePaths
 
@@ -142,12 +186,14 @@ class _Encoder:
         return self.cache[key]
 
 
-def _with_distractors(gallery: _Side, encoder: _Encoder, task: Task, options: EvalOptions) -> _Side:
-    """Append extra gallery tiles that match no query: each gets a label beyond every real one."""
+def _with_distractors(query: _Side, gallery: _Side, encoder: _Encoder, task: Task, options: EvalOptions) -> _Side:
+    """Append extra gallery tiles that match no query: each gets a label beyond every query and gallery label (a
+    query id absent from the gallery must not become a distractor's)."""
     if options.distractors is None:
         return gallery
     extra = encoder.side(Path(options.distractors).resolve(), task.gallery_view, perturbed=False)
-    labels = gallery.labels.max(initial=0) + 1 + np.arange(len(extra.labels))
+    first = max(query.labels.max(initial=0), gallery.labels.max(initial=0), len(encoder.id_table or ())) + 1
+    labels = first + np.arange(len(extra.labels))
     return _Side(np.concatenate([gallery.features, extra.features]), np.concatenate([gallery.labels, labels]),
                  gallery.paths + extra.paths)
 
@@ -171,7 +217,9 @@ def _draw(task: Task, query: _Side, gallery: _Side, qf: np.ndarray, gf: np.ndarr
     strips = retrieval_grid(rows, out_dir / f"{task.name}-retrieval.png")
     transform = encoder.transform(perturbed=False)
     images = [load_rgb(query.paths[q]) for q in picks]
-    with torch.no_grad():
+    from lpn_edge.eval.features import exact_fp32
+
+    with torch.no_grad(), exact_fp32():
         batch = torch.stack([transform(image) for image in images])
         device = next(model.parameters()).device
         maps = model.feature_map(batch.to(device), task.query_view).mean(dim=1).cpu().numpy()

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """No TF32 in cuDNN convolutions and CUDA matmuls inside the block, the caller's flags restored afterwards.
+
+    The export stage's `lpn_edge.export.reference.exact_fp32` (one definition), imported when used so that this
+    module stays importable without torch.
+    """
+    from lpn_edge.export.reference import exact_fp32 as reference_exact_fp32
+
+    with reference_exact_fp32():
+        yield
 
 
 class ImagePaths:
@@ -28,7 +42,9 @@ def extract_features(model, dataset, view: str, flip: bool = True, batch_size: i
                      num_workers: int = 0, progress: bool = True, desc: str = "") -> np.ndarray:
     """Embed every image of `dataset` ((image, label) items) with `model.embed(..., view, flip)`.
 
-    Returns (N, D) float32 embeddings in dataset order. Runs in fp32 (the benchmark numbers are fp32).
+    Returns (N, D) float32 embeddings in dataset order. Runs in exact fp32, the precision of the benchmark
+    numbers: TF32 is turned off in cuDNN convolutions and CUDA matmuls for the extraction (`exact_fp32`; PyTorch
+    lets cuDNN use TF32 by default) and the caller's settings are restored afterwards.
     """
     import torch
     from tqdm import tqdm
@@ -38,7 +54,7 @@ def extract_features(model, dataset, view: str, flip: bool = True, batch_size: i
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
     chunks = []
-    with torch.no_grad():
+    with torch.no_grad(), exact_fp32():
         for images, _ in tqdm(loader, desc=desc or f"{view} features", disable=not progress, leave=False,
                               dynamic_ncols=True):
             chunks.append(model.embed(images.to(device, non_blocking=True), view, flip=flip).float().cpu().numpy())

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from lpn_edge.checkpoint import save_checkpoint
 from lpn_edge.cli import app
 from lpn_edge.config import ModelConfig, RunConfig
+from lpn_edge.errors import LpnEdgeError
 from lpn_edge.eval.evaluate import EvalOptions, evaluate
 from lpn_edge.eval.features import extract_features, select_parts
 from lpn_edge.eval.metrics import evaluate_retrieval
@@ -39,7 +40,8 @@ def test_cli_eval_prints_a_table_and_writes_json(world, checkpoint):
     result = CliRunner().invoke(app, ["eval", str(checkpoint), "--data", str(world), "--plots", "2"])
     assert result.exit_code == 0, result.output
     assert "| drone2sat" in result.output and "| sat2drone" in result.output
-    payload = json.loads(checkpoint.with_suffix(".eval.json").read_text())
+    payload = json.loads((checkpoint.parent / f"model.eval.{world.name}.json").read_text())
+    assert f"metrics: {checkpoint.parent / f'model.eval.{world.name}.json'}" in result.output
     assert set(payload["metrics"]) == {"drone2sat", "sat2drone"}
     for metrics in payload["metrics"].values():
         assert set(metrics) == {"R@1", "R@5", "R@10", "R@top1%", "AP"}
@@ -82,7 +84,7 @@ def test_select_parts_keeps_the_layout():
     assert kept[0].tolist() == [1, 3, 5, 7, 9, 11]
     from lpn_edge.errors import LpnEdgeError
 
-    with pytest.raises(LpnEdgeError, match="subset of 0..3"):
+    with pytest.raises(LpnEdgeError, match="indices from 0 to 3"):
         select_parts(features, 4, [4])
 
 
@@ -96,11 +98,43 @@ def test_distance_groups_from_file_names(name, group):
 def test_bad_task_and_missing_folders(world, checkpoint, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["eval", str(checkpoint), "--data", str(world), "--task", "sideways"])
-    assert result.exit_code == 2 and "task 'sideways' does not exist" in result.output
+    assert result.exit_code == 2 and "--task 'sideways' is not a task of a university1652 data set" in result.output
+    assert "can run: drone2sat, sat2drone," in result.output  # the tiny world has no street folders
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["eval", str(checkpoint), "--data", str(empty)])
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_task_errors_name_what_this_data_and_model_can_run(checkpoint, tmp_path):
+    from data_helpers import make_class_tree
+
+    make_class_tree(tmp_path / "pairs" / "drone", ["0001", "0002"], 1, seed=1)
+    make_class_tree(tmp_path / "pairs" / "satellite", ["0001", "0002"], 1, seed=2)
+    result = CliRunner().invoke(app, ["eval", str(checkpoint), "--data", str(tmp_path / "pairs"), "--task",
+                                      "ground2sat"])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'pairs' / 'street'} is missing" in result.stderr
+    assert result.stderr.strip().endswith("can run: drone2sat, sat2drone") and "University" not in result.stderr
+
+
+def test_results_on_other_data_never_replace_earlier_ones(checkpoint, world, tmp_path):
+    from lpn_edge.eval.evaluate import default_json_path
+
+    other = make_university_tree(tmp_path / "other", classes=["0001", "0002"], drones=2)
+    first = evaluate(checkpoint, world, EvalOptions(task="drone2sat", progress=False)).json_path
+    second = evaluate(checkpoint, other, EvalOptions(task="drone2sat", progress=False)).json_path
+    assert first != second and first.is_file() and second.is_file()
+    assert json.loads(first.read_text())["data"] == str(world.resolve())
+    # another folder of the same name elsewhere would write the same file: refused, not replaced
+    twin = make_university_tree(tmp_path / "twin" / world.name, classes=["0001", "0002"], drones=2)
+    with pytest.raises(LpnEdgeError, match="pass --json"):
+        default_json_path(checkpoint, twin)
+
+
+def test_a_part_the_model_lacks_is_refused_before_any_data_is_read(checkpoint, tmp_path):
+    with pytest.raises(LpnEdgeError, match="this model has 4 parts"):
+        evaluate(checkpoint, tmp_path / "not-even-there", EvalOptions(parts=(0, 9), progress=False))
 
 
 def _embed_folder(model, folder, view, names):

@@ -4,6 +4,7 @@ studies (rotated and shifted queries, part subsets, drone distance groups, extra
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ class EvalOptions:
     distance_groups: bool = False  # drone queries split by distance (paper Table IX)
     distractors: Path | None = None  # extra gallery tiles <dir>/<id>/* that match no query
     plots: int = 0  # retrieval strips (Fig. 9) and heatmaps (Fig. 8) for this many queries per task
-    out_json: Path | None = None  # default: <checkpoint>.eval.json
+    out_json: Path | None = None  # default: <checkpoint>.eval.<data folder name>.json
     progress: bool = True
 
 
@@ -83,10 +84,15 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     started = time.perf_counter()
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     model = load_model(checkpoint)
+    if options.parts is not None:
+        from lpn_edge.eval.features import check_parts
+
+        check_parts(model.config.parts, options.parts)  # before minutes of encoding, not after
     layout = detect_layout(data_dir)
     if layout not in (*FOLDER_LAYOUTS, "cvusa-raw", "cvact-raw"):
         raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
     tasks = select_tasks(options.task, layout, data_dir, model.views)
+    json_path = options.out_json or default_json_path(checkpoint, data_dir)
     encoder = _Encoder(model, data_dir, layout, options, _id_table(layout, data_dir, tasks))
     metrics: dict[str, dict[str, float]] = {}
     plots: list[Path] = []
@@ -110,11 +116,10 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
         if options.plots:
             plots += _draw(task, query, gallery, qf, gf, model, encoder, options, checkpoint)
     seconds = time.perf_counter() - started
-    json_path = options.out_json or checkpoint.with_suffix(".eval.json")
     payload = {
         "checkpoint": str(checkpoint),
         "epoch": read_checkpoint(checkpoint).get("epoch"),
-        "data": str(data_dir),
+        "data": str(data_dir.resolve()),
         "layout": layout,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items() if k != "progress"},
         "metrics": metrics,
@@ -124,6 +129,24 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
 
     atomic_write_text(json_path, json.dumps(payload, indent=2, default=list))
     return EvalReport(metrics, json_path, plots, seconds)
+
+
+def default_json_path(checkpoint: Path, data_dir: Path) -> Path:
+    """``<checkpoint>.eval.<data folder name>.json``: results on other data never replace these.
+
+    A file of that name written for another data folder (same name, other place) is refused, not replaced.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", data_dir.resolve().name) or "data"
+    path = checkpoint.with_name(f"{checkpoint.stem}.eval.{name}.json")
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            earlier = None
+        if earlier not in (None, str(data_dir.resolve())):
+            raise LpnEdgeError(f"{path} holds results on {earlier}, not {data_dir.resolve()}; "
+                               "pass --json PATH to write these elsewhere")
+    return path
 
 
 def _id_table(layout: str, data_dir: Path, tasks: list[Task]) -> dict[str, int] | None:
@@ -205,16 +228,17 @@ def _draw(task: Task, query: _Side, gallery: _Side, qf: np.ndarray, gf: np.ndarr
 
     from lpn_edge.data.images import load_rgb
     from lpn_edge.eval.metrics import rank_gallery
-    from lpn_edge.eval.plots import StripRow, heatmap_panel, retrieval_grid
+    from lpn_edge.eval.plots import STRIP_LEGEND, StripRow, heatmap_panel, retrieval_grid
 
     picks = np.linspace(0, len(query.labels) - 1, num=min(options.plots, len(query.labels))).astype(int)
     top = rank_gallery(qf[picks], gf, k=min(5, len(gallery.labels)))
     rows = [StripRow(query.paths[q], [gallery.paths[g] for g in ranked],
                      [bool(gallery.labels[g] == query.labels[q]) for g in ranked],
-                     scores=[float(gf[g] @ qf[q]) for g in ranked], title=f"{task.name} query {q}")
+                     scores=[float(gf[g] @ qf[q]) for g in ranked],
+                     title=f"{task.name}   query {q}: {_query_id(query.paths[q])}")
             for q, ranked in zip(picks, top)]
     out_dir = checkpoint.parent / f"{checkpoint.stem}-plots"
-    strips = retrieval_grid(rows, out_dir / f"{task.name}-retrieval.png")
+    strips = retrieval_grid(rows, out_dir / f"{task.name}-retrieval.png", legend=STRIP_LEGEND)
     transform = encoder.transform(perturbed=False)
     images = [load_rgb(query.paths[q]) for q in picks]
     from lpn_edge.eval.features import exact_fp32
@@ -223,5 +247,13 @@ def _draw(task: Task, query: _Side, gallery: _Side, qf: np.ndarray, gf: np.ndarr
         batch = torch.stack([transform(image) for image in images])
         device = next(model.parameters()).device
         maps = model.feature_map(batch.to(device), task.query_view).mean(dim=1).cpu().numpy()
-    heatmaps = heatmap_panel(images, list(maps), out_dir / f"{task.name}-heatmaps.png")
+    heatmaps = heatmap_panel(
+        images, list(maps), out_dir / f"{task.name}-heatmaps.png",
+        title=f"{task.name}: where the {task.query_view} features fire (channel mean of the last feature map)",
+        labels=[f"query {q}: {_query_id(query.paths[q])}" for q in picks])
     return [strips, heatmaps]
+
+
+def _query_id(path: Path) -> str:
+    """'<class id>/<file>' of an image in a class folder: what a person looks up in the data set."""
+    return f"{path.parent.name}/{path.name}"

@@ -63,12 +63,18 @@ def extract_features(model, dataset, view: str, flip: bool = True, batch_size: i
     return np.concatenate(chunks)
 
 
-def select_parts(features: np.ndarray, parts: int, keep: Sequence[int]) -> np.ndarray:
-    """Keep the embedding columns of some parts only (paper Table VI). Layout index = channel * n + part."""
+def check_parts(parts: int, keep: Sequence[int]) -> None:
+    """Refuse a part subset that a model of ``parts`` parts does not have."""
     bad = [p for p in keep if not 0 <= p < parts]
-    if bad or not keep:
+    if bad or not keep or len(set(keep)) != len(keep):
         from lpn_edge.errors import LpnEdgeError
 
-        raise LpnEdgeError(f"parts {list(keep)} must be a non-empty subset of 0..{parts - 1}")
+        raise LpnEdgeError(f"--parts {','.join(map(str, keep))}: this model has {parts} parts; expected distinct "
+                           f"indices from 0 to {parts - 1}")
+
+
+def select_parts(features: np.ndarray, parts: int, keep: Sequence[int]) -> np.ndarray:
+    """Keep the embedding columns of some parts only (paper Table VI). Layout index = channel * n + part."""
+    check_parts(parts, keep)
     columns = np.arange(features.shape[1]).reshape(-1, parts)[:, sorted(keep)].ravel()
     return features[:, columns]

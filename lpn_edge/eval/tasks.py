@@ -52,23 +52,34 @@ def layout_tasks(layout: str) -> dict[str, Task]:
 
 
 def select_tasks(requested: str, layout: str, data_dir: Path, model_views: tuple[str, ...]) -> list[Task]:
-    """The tasks to run: one by name, or "all" = every task whose folders exist and whose views the model has."""
+    """The tasks to run: one by name, or "all" = every task whose folders exist and whose views the model has.
+
+    Errors list only the tasks that this data set and this model can actually run.
+    """
     available = layout_tasks(layout)
-    if requested != "all":
-        if requested not in available:
-            raise LpnEdgeError(f"task {requested!r} does not exist for a {layout} data set; expected one of "
-                               f"{', '.join(available)} or all")
-        chosen = [available[requested]]
-    else:
-        chosen = list(available.values())
     folders = layout in FOLDER_LAYOUTS
-    usable = [t for t in chosen if t.query_view in model_views and t.gallery_view in model_views
-              and (not folders or ((data_dir / t.query).is_dir() and (data_dir / t.gallery).is_dir()))]
-    if not usable:
-        raise LpnEdgeError(f"no evaluation task can run on {data_dir}: task {requested}, model views "
-                           f"{', '.join(model_views)}; University-1652 needs test/query_drone and "
-                           f"test/gallery_satellite (or the other query/gallery pairs)")
-    return usable
+
+    def missing_of(task: Task) -> str:
+        """Why a task cannot run here ('' when it can)."""
+        views = [v for v in (task.query_view, task.gallery_view) if v not in model_views]
+        if views:
+            return f"the model has no {' or '.join(views)} branch (its views: {', '.join(model_views)})"
+        absent = [str(data_dir / f) for f in (task.query, task.gallery) if folders and not (data_dir / f).is_dir()]
+        return f"{' and '.join(absent)} {'is' if len(absent) == 1 else 'are'} missing" if absent else ""
+
+    runnable = [name for name, task in available.items() if not missing_of(task)]
+    offer = f"this data set ({layout}) and model can run: {', '.join(runnable) or 'none'}"
+    if requested == "all":
+        if not runnable:
+            reasons = "; ".join(f"{name}: {missing_of(task)}" for name, task in available.items())
+            raise LpnEdgeError(f"no evaluation task can run on {data_dir} ({layout}): {reasons}")
+        return [available[name] for name in runnable]
+    if requested not in available:
+        raise LpnEdgeError(f"--task {requested!r} is not a task of a {layout} data set; {offer}, or all")
+    reason = missing_of(available[requested])
+    if reason:
+        raise LpnEdgeError(f"--task {requested} cannot run on {data_dir}: {reason}; {offer}")
+    return [available[requested]]
 
 
 # University-1652 drone images are named image-01 ... image-54 along a descending spiral (01 = farthest); the

@@ -22,12 +22,14 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and validate data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+index_app = typer.Typer(help="Build a geo-referenced gallery from an orthophoto.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 
 # Which extra brings an optional package (the base install is the torch-free runtime part).
 EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "tqdm": "train", "tensorboard": "train",
                    "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "pycuda": "gpu", "tensorrt": "trt",
-                   "faiss": "faiss"}
+                   "faiss": "faiss", "rasterio": "geo"}
 
 
 def friendly_errors(command):
@@ -260,6 +262,27 @@ def data_check(
         # bad input like every other command: the report above says what is wrong, stderr says it in one line
         typer.echo(f"error: {root} is not a usable data set (see the report above)", err=True)
         raise typer.Exit(2)
+
+
+@index_app.command("tile")
+@friendly_errors
+def index_tile(
+    orthophoto: Path = typer.Argument(..., help="Geo-referenced image: GeoTIFF, or PNG/JPEG with a world file "
+                                                "(.pgw/.jgw/.wld, WGS84) beside it, or any image with --bounds."),
+    tile_size: float = typer.Option(..., "--tile-size", help="Side of a tile on the ground, metres."),
+    stride: Optional[float] = typer.Option(None, "--stride", help="Metres between tiles (default: the tile size)."),
+    size: int = typer.Option(256, "--size", help="Tile side in pixels (the model's input size)."),
+    out: Path = typer.Option(..., "--out", help="Folder for tiles/<id>.png, geo.csv and tiling.json."),
+    bounds: Optional[str] = typer.Option(None, "--bounds", help="north,west,south,east of the image edges, WGS84."),
+):
+    """Cut an orthophoto into square gallery tiles and write geo.csv with every tile centre's latitude/longitude.
+
+    Strips on the east and south edges narrower than a tile are reported. Running again skips finished tiles.
+    Example: lpn-edge index tile area.png --tile-size 100 --stride 50 --out gallery-tiles
+    """
+    from lpn_edge.geo.tiling import tile_orthophoto
+
+    typer.echo(str(tile_orthophoto(orthophoto, out, tile_size, stride, size=size, bounds=bounds)))
 
 
 def _register_stage_commands() -> None:

@@ -240,6 +240,28 @@ def synth(
                               distractors=distractors, preview=preview, overwrite=overwrite)))
 
 
+@app.command("synth-flight")
+@friendly_errors
+def synth_flight(
+    out: Path = typer.Argument(..., help="New directory for the orthophoto, frames and flight.csv."),
+    area: float = typer.Option(1200.0, "--area", help="Side of the square area, metres."),
+    seed: int = typer.Option(0, "--seed", help="The area and the path: the same seed gives byte-identical files."),
+    frames: int = typer.Option(40, "--frames", help="Number of drone frames along the path."),
+    altitude: float = typer.Option(90.0, "--altitude", help="Flying height above the ground, metres."),
+    size: int = typer.Option(256, "--size", help="Frame side in pixels (the orthophoto has size/100*1.5 px/m)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synthetic flight in OUT."),
+):
+    """Write a synthetic geo-referenced area (orthophoto.png + orthophoto.pgw, WGS84) and a drone flight over it:
+    oblique frames along a smooth path, with the true latitude, longitude and heading of each in flight.csv.
+
+    Example: lpn-edge synth-flight flight --area 1200 --seed 0 --frames 40 --size 128
+    """
+    from lpn_edge.data.synth.flight import synth_flight as write_flight
+
+    typer.echo(str(write_flight(out, area=area, seed=seed, frames=frames, altitude=altitude, size=size,
+                                overwrite=overwrite)))
+
+
 @data_app.command("check")
 @friendly_errors
 def data_check(

@@ -159,3 +159,14 @@ def test_georef_is_plain_data():
     georef = GeoRef(10, 10, (0.1, 0.0, 8.0, 0.0, -0.1, 47.0))
     assert georef.north_up and georef.crs is None
     assert not GeoRef(10, 10, (0.1, 0.01, 8.0, 0.0, -0.1, 47.0)).north_up
+
+
+def test_geo_is_torch_free():
+    # the onboard runtime imports lpn_edge.geo: it must not pull in torch, onnx or the training/export stages
+    import subprocess
+
+    code = ("import sys, lpn_edge.geo.georef, lpn_edge.geo.tiling, lpn_edge.geo.metrics, lpn_edge.geo.track, "
+            "lpn_edge.geo.flight_map; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', "
+            "'onnxruntime', 'rasterio') or m.startswith(('lpn_edge.export', 'lpn_edge.train', 'lpn_edge.model', "
+            "'lpn_edge.eval', 'lpn_edge.data'))))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

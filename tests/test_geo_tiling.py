@@ -146,3 +146,33 @@ def test_index_tile_command(orthophoto, tmp_path):
     bad = CliRunner().invoke(app, ["index", "tile", str(orthophoto), "--tile-size", "100", "--out",
                                    str(tmp_path / "u")])
     assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "error:" in bad.output
+
+
+def test_the_image_is_read_once_top_to_bottom(orthophoto, tmp_path, monkeypatch):
+    from lpn_edge.geo import georef as georef_module
+
+    reads = []
+    original = georef_module.PillowRaster.read
+
+    def recording_read(self, box):
+        reads.append(box)
+        return original(self, box)
+
+    monkeypatch.setattr(georef_module.PillowRaster, "read", recording_read)
+    tile_orthophoto(orthophoto, tmp_path / "t", 100.0, 50.0, size=16, bounds=BOUNDS)  # overlapping rows of tiles
+    assert all(box[0] == 0 and box[2] == W for box in reads)  # full-width strips
+    assert all(after[1] == before[3] for before, after in zip(reads, reads[1:]))  # each starts where one ended
+    assert reads[-1][3] <= H
+
+
+def test_large_png_is_read_through_rasterio_with_the_same_tiles(orthophoto, tmp_path, monkeypatch):
+    pytest.importorskip("rasterio")
+    from lpn_edge.geo import georef as georef_module
+
+    tile_orthophoto(orthophoto, tmp_path / "pillow", 100.0, 50.0, size=16, bounds=BOUNDS)
+    monkeypatch.setattr(georef_module, "LARGE_IMAGE_PIXELS", 1000)
+    with georef_module.open_raster(orthophoto, BOUNDS) as raster:
+        assert isinstance(raster, georef_module.RasterioRaster)
+    tile_orthophoto(orthophoto, tmp_path / "gdal", 100.0, 50.0, size=16, bounds=BOUNDS)
+    for name in ["geo.csv", *(f"tiles/{p.name}" for p in (tmp_path / "pillow" / "tiles").iterdir())]:
+        assert (tmp_path / "pillow" / name).read_bytes() == (tmp_path / "gdal" / name).read_bytes(), name

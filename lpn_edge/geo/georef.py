@@ -52,6 +52,9 @@ WORLD_FILE_SUFFIXES = {
 }
 _KNOWN_WORLD = {s for pair in WORLD_FILE_SUFFIXES.values() for s in pair} | {".wld"}
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+# PNG/JPEG above this many pixels are read window by window through rasterio (GDAL) when it is installed; Pillow
+# can only decode them whole
+LARGE_IMAGE_PIXELS = 100_000_000
 
 
 # --- distances --------------------------------------------------------------------------------------------------
@@ -281,8 +284,8 @@ def _no_pixel_limit():
 
 class PillowRaster(Raster):
     """PNG / JPEG / plain TIFF through Pillow. Opening reads only the header; the first `read` decodes the image
-    once (Pillow cannot decode a window of a PNG or JPEG), later reads crop from it. For images larger than
-    memory use a tiled GeoTIFF, which `RasterioRaster` reads window by window."""
+    once (Pillow cannot decode a window of a PNG or JPEG), later reads crop from it. Larger images: see
+    `LARGE_IMAGE_PIXELS` and `RasterioRaster`."""
 
     def __init__(self, path: Path, georef_of_size) -> None:
         from PIL import Image, UnidentifiedImageError
@@ -396,4 +399,12 @@ def open_raster(path: str | Path, bounds: str | tuple[float, float, float, float
         names = ", ".join(p.name for p in world_file_candidates(path)[::2])
         raise LpnEdgeError(f"{path} has no georeference: put a world file beside it ({names}; WGS84 degrees) or "
                            f"pass --bounds north,west,south,east")
-    return PillowRaster(path, georef_of_size)
+    raster = PillowRaster(path, georef_of_size)
+    if raster.georef.width * raster.georef.height > LARGE_IMAGE_PIXELS:
+        try:
+            require_rasterio()
+        except LpnEdgeError:
+            return raster  # decoded whole when first read
+        raster.close()
+        return RasterioRaster(path, georef_of_size)
+    return raster

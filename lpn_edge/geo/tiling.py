@@ -13,6 +13,10 @@ Output folder::
     geo.csv          id,latitude,longitude,row,col,tile_size_m   (the WGS84 centre of every tile)
     tiling.json      how the tiles were cut (source, georeference, sizes, grid, uncovered edges)
 
+Memory: the image is read in full-width strips, top to bottom, about one row of tiles at a time (`RowStrip`):
+GeoTIFFs and, when rasterio is installed, PNG/JPEG images larger than `georef.LARGE_IMAGE_PIXELS` are read
+window by window through GDAL; smaller PNG/JPEG images are decoded whole by Pillow.
+
 Resumable: every tile is written atomically (temporary file + rename), so a tile file that exists is complete and
 is skipped when the same command runs again; tiling.json is written first and refuses a second run with other
 parameters; geo.csv is written last.
@@ -119,18 +123,50 @@ def plan_tiles(georef: GeoRef, tile_size_m: float, stride_m: float | None = None
     return TilePlan(georef, float(tile_size_m), float(stride_m), (px, py), rows, cols)
 
 
-def cut_tile(raster: Raster, box: tuple[float, float, float, float], size: int) -> np.ndarray:
-    """The fractional pixel box of the raster resampled to size x size (reads only a window around it)."""
+class RowStrip:
+    """Full-width strips of rows read strictly top to bottom: each read starts where the previous one ended (rows
+    still needed are kept), so a PNG or JPEG read through GDAL is decoded once, sequentially, and memory holds
+    about one band of tiles."""
+
+    def __init__(self, raster: Raster) -> None:
+        self.raster = raster
+        self.top = 0
+        self.rows = np.empty((0, raster.georef.width, 3), np.uint8)
+
+    def get(self, top: int, bottom: int) -> np.ndarray:
+        """Rows [top, bottom) (top never smaller than at the previous call)."""
+        if top < self.top:
+            raise ValueError("RowStrip reads top to bottom only")
+        end = self.top + len(self.rows)
+        if top >= end:  # nothing to keep
+            self.rows, self.top = np.empty((0, self.rows.shape[1], 3), np.uint8), top
+            end = top
+        kept = self.rows[top - self.top :]
+        if bottom > end:
+            fresh = self.raster.read((0, end, self.raster.georef.width, bottom))
+            kept = np.concatenate([kept, fresh]) if len(kept) else fresh
+        self.rows, self.top = kept, top
+        return self.rows[: bottom - top]
+
+
+def _support(plan: TilePlan, size: int) -> int:
+    """Pixels beyond a tile's box that the resampling filter reads when shrinking it to ``size``."""
+    return int(math.ceil(max(plan.tile_px[0] / size, plan.tile_px[1] / size, 1.0))) + 1
+
+
+def cut_row(strip: RowStrip, plan: TilePlan, row: int, cols: list[int], size: int) -> list[np.ndarray]:
+    """The tiles ``cols`` of tile row ``row``, each its fractional pixel box resampled to size x size."""
     from PIL import Image
 
-    x0, y0, x1, y1 = box
-    margin = int(math.ceil(max((x1 - x0) / size, (y1 - y0) / size, 1.0))) + 1  # the filter's support
-    width, height = raster.georef.width, raster.georef.height
-    ix0, iy0 = max(0, int(math.floor(x0)) - margin), max(0, int(math.floor(y0)) - margin)
-    ix1, iy1 = min(width, int(math.ceil(x1)) + margin), min(height, int(math.ceil(y1)) + margin)
-    window = Image.fromarray(raster.read((ix0, iy0, ix1, iy1)))
-    return np.asarray(window.resize((size, size), Image.Resampling.BILINEAR,
-                                    box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0)))
+    margin = _support(plan, size)
+    _, y0, _, y1 = plan.box(row, 0)
+    top = max(0, int(math.floor(y0)) - margin)
+    band = Image.fromarray(strip.get(top, min(plan.georef.height, int(math.ceil(y1)) + margin)))
+    tiles = []
+    for col in cols:
+        x0, _, x1, _ = plan.box(row, col)
+        tiles.append(np.asarray(band.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0 - top, x1, y1 - top))))
+    return tiles
 
 
 @dataclass(frozen=True)
@@ -214,17 +250,18 @@ def tile_orthophoto(
         _prepare(out, _describe(plan, orthophoto, size))
         written = skipped = 0
         ids = plan.ids()
-        for index, tile_id in enumerate(ids):
-            path = out / "tiles" / f"{tile_id}.png"
-            if path.is_file():
-                skipped += 1
-            else:
-                pixels = cut_tile(raster, plan.box(*divmod(index, plan.cols)), size)
-                atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG",
-                                                                           compress_level=PNG_COMPRESSION))
-                written += 1
+        strip = RowStrip(raster)
+        for row in range(plan.rows):
+            paths = [out / "tiles" / f"{ids[row * plan.cols + col]}.png" for col in range(plan.cols)]
+            missing = [col for col, path in enumerate(paths) if not path.is_file()]
+            skipped += plan.cols - len(missing)
+            if missing:
+                for col, pixels in zip(missing, cut_row(strip, plan, row, missing, size)):
+                    atomic_write(paths[col], lambda tmp: Image.fromarray(pixels).save(
+                        tmp, format="PNG", compress_level=PNG_COMPRESSION))
+                    written += 1
             if progress is not None:
-                progress(index + 1, plan.count)
+                progress((row + 1) * plan.cols, plan.count)
         latitude, longitude = plan.centres()
     rows = ["id,latitude,longitude,row,col,tile_size_m"]
     for index, (tile_id, lat, lon) in enumerate(zip(ids, latitude, longitude)):

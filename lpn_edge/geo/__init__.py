@@ -6,7 +6,7 @@ onboard runtime imports it.
 Modules:
     georef      pixel <-> WGS84 transforms; ESRI world files, explicit bounds, GeoTIFF; haversine distances
     tiling      cut a geo-referenced orthophoto into square gallery tiles with geo.csv (``lpn-edge index tile``)
-    errors      position error in metres and top-k true-tile hit rates
+    metrics     position error in metres and top-k true-tile hit rates
     track       sequence filter: reject impossible jumps among the top-k candidates of consecutive frames
     flight_map  the orthophoto with the true path, the estimates coloured by error, and the tiles
 

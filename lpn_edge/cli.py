@@ -24,12 +24,15 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect and validate data sets.\n\nExample: lpn-edge data check demo-out/world",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+index_app = typer.Typer(help="Geo-referenced satellite galleries: tile an orthophoto, build and inspect an index.\n\n"
+                        "Example: lpn-edge index tile orthophoto.png --tile-size 120 --out tiles", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 
 # Which extra brings an optional package (the base install is the torch-free runtime part).
 EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "tqdm": "train", "tensorboard": "train",
                    "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "pycuda": "gpu", "tensorrt": "trt",
-                   "faiss": "faiss"}
+                   "faiss": "faiss", "rasterio": "geo"}
 
 
 def friendly_errors(command):
@@ -245,6 +248,28 @@ def synth(
                               distractors=distractors, preview=preview, overwrite=overwrite)))
 
 
+@app.command("synth-flight")
+@friendly_errors
+def synth_flight(
+    out: Path = typer.Argument(..., help="New directory for the orthophoto, frames and flight.csv."),
+    area: float = typer.Option(1200.0, "--area", help="Side of the square area, metres."),
+    seed: int = typer.Option(0, "--seed", help="The area and the path: the same seed gives byte-identical files."),
+    frames: int = typer.Option(40, "--frames", help="Number of drone frames along the path."),
+    altitude: float = typer.Option(90.0, "--altitude", help="Flying height above the ground, metres."),
+    size: int = typer.Option(256, "--size", help="Frame side in pixels (the orthophoto has size/100*1.5 px/m)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synthetic flight in OUT."),
+):
+    """Write a synthetic geo-referenced area (orthophoto.png + orthophoto.pgw, WGS84) and a drone flight over it:
+    oblique frames along a smooth path, with the true latitude, longitude and heading of each in flight.csv.
+
+    Example: lpn-edge synth-flight flight --area 1200 --seed 0 --frames 40 --size 128
+    """
+    from lpn_edge.data.synth.flight import synth_flight as write_flight
+
+    typer.echo(str(write_flight(out, area=area, seed=seed, frames=frames, altitude=altitude, size=size,
+                                overwrite=overwrite)))
+
+
 @data_app.command("check")
 @friendly_errors
 def data_check(
@@ -267,6 +292,27 @@ def data_check(
         # bad input like every other command: the report above says what is wrong, stderr says it in one line
         typer.echo(f"error: {root} is not a usable data set (see the report above)", err=True)
         raise typer.Exit(2)
+
+
+@index_app.command("tile")
+@friendly_errors
+def index_tile(
+    orthophoto: Path = typer.Argument(..., help="Geo-referenced image: GeoTIFF, or PNG/JPEG with a world file "
+                                                "(.pgw/.jgw/.wld, WGS84) beside it, or any image with --bounds."),
+    tile_size: float = typer.Option(..., "--tile-size", help="Side of a tile on the ground, metres."),
+    stride: Optional[float] = typer.Option(None, "--stride", help="Metres between tiles (default: the tile size)."),
+    size: int = typer.Option(256, "--size", help="Tile side in pixels (the model's input size)."),
+    out: Path = typer.Option(..., "--out", help="Folder for tiles/<id>.png, geo.csv and tiling.json."),
+    bounds: Optional[str] = typer.Option(None, "--bounds", help="north,west,south,east of the image edges, WGS84."),
+):
+    """Cut an orthophoto into square gallery tiles and write geo.csv with every tile centre's latitude/longitude.
+
+    Strips on the east and south edges narrower than a tile are reported. Running again skips finished tiles.
+    Example: lpn-edge index tile area.png --tile-size 100 --stride 50 --out gallery-tiles
+    """
+    from lpn_edge.geo.tiling import tile_orthophoto
+
+    typer.echo(str(tile_orthophoto(orthophoto, out, tile_size, stride, size=size, bounds=bounds)))
 
 
 def _register_stage_commands() -> None:

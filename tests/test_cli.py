@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from lpn_edge.cli import app
 
-COMMANDS = ["", "data", "demo", "inspect", "convert-official", "train", "eval", "synth", "export", "data check"]
+COMMANDS = ["", "data", "index", "demo", "inspect", "convert-official", "train", "eval", "synth", "export",
+            "data check", "index tile", "synth-flight"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

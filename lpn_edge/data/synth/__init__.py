@@ -6,7 +6,8 @@ tells places apart. It is rendered as a north-up satellite tile, drone views fro
 oblique street / Google-like views, with numpy and Pillow only.
 
 Modules: world (geometry), ortho (top-down rendering and height map), camera and render (perspective views),
-views (where cameras stand, lighting), location (one place's files), generate (`synthesize`), preview.
+views (where cameras stand, lighting), location (one place's files), generate (`synthesize`), preview, flight
+(one geo-referenced area and a drone flight over it: `lpn-edge synth-flight`).
 """
 
 from lpn_edge.data.synth.generate import SynthSummary, synthesize

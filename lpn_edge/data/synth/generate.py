@@ -117,18 +117,21 @@ def _geo_rows(seed: int, train: int, test: int, distractors: int) -> list[str]:
     return rows
 
 
-def _prepare_output(out: Path, overwrite: bool) -> Path:
-    """Check that ``out`` may be written and return a fresh sibling folder to build the dataset in."""
+def _prepare_output(out: Path, overwrite: bool, marker: str = MARKER, generator: str = "lpn-edge synth") -> Path:
+    """Check that ``out`` may be written and return a fresh sibling folder to build the dataset in.
+
+    A non-empty ``out`` is replaced only with ``overwrite`` and only when it holds ``marker`` (written by
+    ``generator``)."""
     if out.exists():
         if not out.is_dir():
             raise LpnEdgeError(f"output {out} exists and is not a folder")
         if any(out.iterdir()):
             if not overwrite:
                 raise LpnEdgeError(f"output folder {out} is not empty; choose a new folder or pass --overwrite (overwrite=True)")
-            if not (out / MARKER).is_file():
+            if not (out / marker).is_file():
                 raise LpnEdgeError(
-                    f"refusing to overwrite {out}: it is not empty and was not written by lpn-edge synth "
-                    f"(no {MARKER} in it)"
+                    f"refusing to overwrite {out}: it is not empty and was not written by {generator} "
+                    f"(no {marker} in it)"
                 )
     out.parent.mkdir(parents=True, exist_ok=True)
     # build beside the target and rename at the end: an interrupted run never leaves a half dataset behind

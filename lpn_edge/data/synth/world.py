@@ -2,6 +2,10 @@
 
 Coordinates: x east, y north, z up, origin at the centre of the location's target building. A neighbourhood is
 generated from one random generator only, so a (seed, location) pair always gives the same place.
+
+The densities (buildings, copses, lots, fields, streets) are tuned for a square of half-side `BASE_HALF`; a larger
+area (a synthetic flight's) gets proportionally more of each, drawn from the same random sequence, so that an
+area of the base size is exactly the place it always was.
 """
 
 from __future__ import annotations
@@ -13,6 +17,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 Color = tuple[int, int, int]
+
+BASE_HALF = 170.0  # metres: the half-side the densities below are tuned for (a location's neighbourhood)
+
+
+def _area_scale(half: float) -> float:
+    """How many times more ground than a base neighbourhood (1.0 up to `BASE_HALF`: smaller areas as before)."""
+    return max(1.0, (half / BASE_HALF) ** 2)
 
 
 @dataclass(frozen=True)
@@ -171,7 +182,8 @@ class Occupancy:
             return False
         mask = Image.new("L", tuple(high - low + 1), 0)
         ImageDraw.Draw(mask).polygon([tuple(p) for p in pixels - low], fill=255)
-        taken = np.asarray(self.image)[low[1] : high[1] + 1, low[0] : high[0] + 1]
+        # crop before converting: converting the whole raster per test made large areas quadratic
+        taken = np.asarray(self.image.crop((int(low[0]), int(low[1]), int(high[0]) + 1, int(high[1]) + 1)))
         return not np.any((np.asarray(mask) > 0) & (taken > 0))
 
 
@@ -183,9 +195,10 @@ def road_network(rng: np.random.Generator, half: float, angle: float) -> list[Ro
     c, s = math.cos(angle), math.sin(angle)
     along = [np.array([c, s]), np.array([-s, c])]
     roads = []
+    streets = max(3, math.ceil(half / 85.0) + 1)  # each side of the centre: enough to cross the area
     for axis in range(2):
         normal, direction = along[1 - axis], along[axis]
-        for k in range(-3, 3):
+        for k in range(-streets, streets):
             if rng.random() < 0.2:
                 continue  # a missing street: blocks of different sizes
             distance = offset[axis] + (k + 0.5) * spacing[axis]
@@ -202,6 +215,12 @@ def road_network(rng: np.random.Generator, half: float, angle: float) -> list[Ro
     main_normal = np.array([-main_dir[1], main_dir[0]])
     base = main_normal * rng.choice([-1, 1]) * rng.uniform(48, 75)
     roads.append(Road(tuple(base - main_dir * span), tuple(base + main_dir * span), float(rng.uniform(11, 14)), True))
+    for _ in range(round(half / (2 * BASE_HALF)) - 1):  # large areas: more main roads, anywhere
+        main_angle = rng.uniform(0, math.pi)
+        main_dir = np.array([math.cos(main_angle), math.sin(main_angle)])
+        base = np.array([-main_dir[1], main_dir[0]]) * rng.uniform(-0.8 * half, 0.8 * half)
+        roads.append(Road(tuple(base - main_dir * span), tuple(base + main_dir * span), float(rng.uniform(11, 14)),
+                          True))
     return roads
 
 
@@ -234,7 +253,7 @@ def _random_building(rng: np.random.Generator, cx: float, cy: float, angle: floa
 def place_buildings(rng: np.random.Generator, occupancy: Occupancy, angle: float, half: float) -> list[Building]:
     density = rng.uniform(0.35, 1.0)  # rural to dense: locations differ in how built-up they are
     buildings = []
-    for _ in range(int(260 * density)):
+    for _ in range(int(260 * density * _area_scale(half))):
         cx, cy = rng.uniform(-half + 6, half - 6, size=2)
         rotation = angle + math.pi / 2 * int(rng.integers(4)) + rng.normal(0, 0.03)
         if rng.random() < 0.1:
@@ -257,7 +276,7 @@ def place_trees(rng: np.random.Generator, occupancy: Occupancy, roads: list[Road
         return Tree(x, y, radius, float(rng.uniform(6, 13)), _jitter(rng, _pick(rng, TREE_GREENS), 8))
 
     candidates: list[tuple[float, float]] = []
-    for _ in range(int(rng.integers(3, 10))):  # copses and parks
+    for _ in range(int(rng.integers(3, 10) * _area_scale(half))):  # copses and parks
         centre, spread = rng.uniform(-half, half, size=2), rng.uniform(6, 20)
         candidates += [tuple(p) for p in centre + rng.normal(0, spread, size=(int(rng.integers(5, 30)), 2))]
     for road in roads:  # alleys along some streets
@@ -289,13 +308,13 @@ def generate_neighbourhood(rng: np.random.Generator, half: float = 170.0) -> Nei
     plaza = Rect(0.0, 0.0, 38 + rng.uniform(10, 26), 38 + rng.uniform(10, 26), angle)
     paved = [(plaza, _jitter(rng, _pick(rng, PAVING), 6))]
     occupancy.add_polygon(plaza.corners())
-    for _ in range(int(rng.integers(0, 4))):  # parking lots and yards elsewhere
+    for _ in range(int(rng.integers(0, 4) * _area_scale(half))):  # parking lots and yards elsewhere
         lot = Rect(*rng.uniform(-half * 0.8, half * 0.8, size=2), rng.uniform(15, 40), rng.uniform(12, 30), angle)
         if occupancy.is_free(lot.corners()):
             occupancy.add_polygon(lot.corners())
             paved.append((lot, _jitter(rng, _pick(rng, PAVING), 6)))
     fields = []
-    for _ in range(int(rng.integers(0, 6))):  # farmland keeps its ground free of buildings
+    for _ in range(int(rng.integers(0, 6) * _area_scale(half))):  # farmland keeps its ground free of buildings
         parcel = Rect(*rng.uniform(-half, half, size=2), rng.uniform(35, 90), rng.uniform(25, 60), angle)
         if occupancy.is_free(parcel.corners(margin=-4)):
             occupancy.add_polygon(parcel.corners())

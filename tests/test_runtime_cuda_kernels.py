@@ -1,6 +1,6 @@
 """The CPU-checkable parts of lpn_edge.runtime.cuda_kernels: source inlining, the cubin cache, compiler error
-messages, nvcc compiles for sm_75 / sm_87 / sm_90, launch plans against the compiled kernels' parameter lists,
-and the Python plumbing (buffers, passes, streaming, running top-k) through a fake backend that runs each kernel
+messages, nvcc and NVRTC (cuda-python) compiles for sm_75 / sm_87 / sm_90, launch plans against the compiled
+kernels' parameter lists, and the Python plumbing (buffers, passes, streaming, running top-k) through a fake backend that runs each kernel
 launch with numpy. Nothing here uses a GPU."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_kernel_source_inlines_the_header_with_line_markers(name, header):
     assert '#include "' not in source
     assert f'#line 1 "{header}"' in source and (ck.KERNEL_DIR / header).read_text() in source
     lines = source.splitlines()
-    marker = next(i for i, line in enumerate(lines) if line.startswith(f'#line ') and f'"{name}.cu"' in line)
+    marker = next(i for i, line in enumerate(lines) if line.startswith('#line ') and f'"{name}.cu"' in line)
     resumed_at = int(lines[marker].split()[1])
     assert lines[marker + 1] == original[resumed_at - 1]  # the compiler's line numbers stay those of the .cu file
 
@@ -367,3 +367,35 @@ def test_gpu_matcher_plumbing_resident_and_streamed(resident, monkeypatch):
         assert np.array_equal(indices, expected[0]) and np.array_equal(scores, expected[1])
     with pytest.raises(LpnEdgeError, match="1 <= k <= min"):
         matcher.search(queries, 65)
+
+
+# --- NVRTC (cuda-python's runtime compiler, the drone's path without pycuda): needs no GPU -------------------------
+
+def nvrtc_or_skip() -> None:
+    try:
+        ck.nvrtc_version()
+    except Exception as error:  # noqa: BLE001 - ImportError, a missing libnvrtc, ...
+        pytest.skip(f"cuda-python's NVRTC is not usable here ({type(error).__name__}: {error})")
+
+
+@pytest.mark.parametrize("arch", [f"sm_{a}" for a in ARCHS])
+def test_nvrtc_compiles_the_shipped_sources(arch, cache_home):
+    nvrtc_or_skip()
+    version = ck.nvrtc_version()
+    for name, kernels in (("ring_pool", ["lpn_ring_pool_f16_nhwc", "lpn_heads_normalise"]),
+                          ("topk", ["lpn_topk_scores", "lpn_topk_segments", "lpn_topk_merge"])):
+        image = ck.compile_cached(name, arch, "nvrtc", version, ("--std=c++14",),
+                                  lambda source, a: ck.nvrtc_compile(source, a))
+        assert image[:4] == b"\x7fELF" and all(kernel.encode() in image for kernel in kernels)
+        assert ck.cache_path(name, arch, ck.cache_key(ck.kernel_source(name), arch, "nvrtc", version,
+                                                      ("--std=c++14",))).read_bytes() == image
+
+
+def test_nvrtc_compile_error_becomes_one_line(cache_home, monkeypatch):
+    nvrtc_or_skip()
+    broken = ck.kernel_source("topk").replace("acc += lpn_tk_half_to_float(row[d]) * query[d];",
+                                              "acc += lpn_tk_half_to_float(row[d]) * querry[d];")
+    monkeypatch.setattr(ck, "kernel_source", lambda name: broken)
+    with pytest.raises(LpnEdgeError, match=r'^cannot compile topk.cu for sm_87 with nvrtc \(CUDA [0-9.]+\): '
+                                           r'topk_select.cuh\(\d+\): error: identifier "querry" is undefined$'):
+        ck.compile_cached("topk", "sm_87", "nvrtc", ck.nvrtc_version(), (), ck.nvrtc_compile)

@@ -245,11 +245,7 @@ class CudaPythonBackend(Backend):
     name = "cuda-python"
 
     def __init__(self, device: int = 0) -> None:
-        try:
-            from cuda.bindings import driver, nvrtc
-        except ImportError:
-            from cuda import cuda as driver
-            from cuda import nvrtc
+        driver, nvrtc = import_cuda_python()
         self.driver, self.nvrtc = driver, nvrtc
         self._check(driver.cuInit(0))
         self.device = self._check(driver.cuDeviceGet(device))
@@ -261,9 +257,8 @@ class CudaPythonBackend(Backend):
         minor = self._check(driver.cuDeviceGetAttribute(attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
                                                          self.device))
         self.arch = f"sm_{major}{minor}"
-        result = nvrtc.nvrtcVersion()
         self.compiler = "nvrtc"
-        self.cuda_version = f"{result[1]}.{result[2]}"
+        self.cuda_version = nvrtc_version()
         self.options = (f"--std={STD_OPTION}",)
         self._keep: list = []  # module images must outlive cuModuleLoadData
 
@@ -276,24 +271,7 @@ class CudaPythonBackend(Backend):
         return values[0] if len(values) == 1 else (tuple(values) or None)
 
     def compile(self, source: str, arch: str) -> bytes:
-        nvrtc = self.nvrtc
-        status, program = nvrtc.nvrtcCreateProgram(source.encode(), b"kernel.cu", 0, [], [])
-        if int(status) != 0:
-            raise CompileFailed(f"error: nvrtcCreateProgram failed: {status!r}")
-        try:
-            options = [f"--gpu-architecture={arch}".encode(), *(o.encode() for o in self.options)]
-            (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
-            if int(status) != 0:
-                _, size = nvrtc.nvrtcGetProgramLogSize(program)
-                log = b" " * size
-                nvrtc.nvrtcGetProgramLog(program, log)
-                raise CompileFailed(log.decode(errors="replace").rstrip("\x00 "))
-            _, size = nvrtc.nvrtcGetCUBINSize(program)
-            image = b" " * size
-            nvrtc.nvrtcGetCUBIN(program, image)
-            return image
-        finally:
-            nvrtc.nvrtcDestroyProgram(program)
+        return nvrtc_compile(source, arch, self.options)
 
     def load(self, image: bytes) -> Any:
         buffer = np.frombuffer(image, dtype=np.uint8).copy()
@@ -327,6 +305,52 @@ class CudaPythonBackend(Backend):
 
     def free_memory(self) -> int:
         return int(self._check(self.driver.cuMemGetInfo())[0])
+
+
+def import_cuda_python() -> tuple[Any, Any]:
+    """(driver, nvrtc) modules of cuda-python: cuda.bindings (>= 12.6) or the older cuda.cuda / cuda.nvrtc."""
+    try:
+        from cuda.bindings import driver, nvrtc
+    except ImportError:
+        from cuda import cuda as driver
+        from cuda import nvrtc
+    return driver, nvrtc
+
+
+def nvrtc_version() -> str:
+    """"major.minor" of the NVRTC that cuda-python loads (no GPU needed)."""
+    _, nvrtc = import_cuda_python()
+    status, major, minor = nvrtc.nvrtcVersion()
+    if int(status) != 0:
+        raise LpnEdgeError(f"NVRTC is not usable: {status!r}")
+    return f"{major}.{minor}"
+
+
+def nvrtc_compile(source: str, arch: str, options: tuple[str, ...] = (f"--std={STD_OPTION}",)) -> bytes:
+    """Compile CUDA C++ source to a cubin for `arch` (e.g. "sm_87") with NVRTC (cuda-python; no GPU needed).
+    Raises CompileFailed with NVRTC's log on a compile error."""
+    _, nvrtc = import_cuda_python()
+    status, program = nvrtc.nvrtcCreateProgram(source.encode(), b"kernel.cu", 0, [], [])
+    if int(status) != 0:
+        raise CompileFailed(f"error: nvrtcCreateProgram failed: {status!r}")
+    try:
+        arguments = [f"--gpu-architecture={arch}".encode(), *(option.encode() for option in options)]
+        (status,) = nvrtc.nvrtcCompileProgram(program, len(arguments), arguments)
+        if int(status) != 0:
+            _, size = nvrtc.nvrtcGetProgramLogSize(program)
+            log = b" " * size
+            nvrtc.nvrtcGetProgramLog(program, log)
+            raise CompileFailed(log.decode(errors="replace").rstrip("\x00 ") or f"error: {status!r}")
+        status, size = nvrtc.nvrtcGetCUBINSize(program)
+        if int(status) != 0:
+            raise CompileFailed(f"error: nvrtcGetCUBINSize failed: {status!r}")
+        image = b" " * size
+        (status,) = nvrtc.nvrtcGetCUBIN(program, image)
+        if int(status) != 0:
+            raise CompileFailed(f"error: nvrtcGetCUBIN failed: {status!r}")
+        return image
+    finally:
+        nvrtc.nvrtcDestroyProgram(program)
 
 
 def _nvcc_version() -> str:

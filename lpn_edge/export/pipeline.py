@@ -120,6 +120,7 @@ class _ExportJob:
         from lpn_edge.checkpoint import load_model, read_checkpoint
         from lpn_edge.fileio import file_fingerprint
         from lpn_edge.model.backbones import feature_stride
+        from lpn_edge.export.pooling import ExportEmbedding
         from lpn_edge.model.lpn import EmbeddingModel
 
         self.request, self.out_dir, self.progress = request, out_dir, progress
@@ -130,6 +131,9 @@ class _ExportJob:
         cfg = self.model.config
         self.size = check_against_model(request, cfg, feature_stride(cfg.backbone, cfg.stride))
         self.embedding_model = EmbeddingModel(self.model, request.view, request.flip).eval()  # checks the view
+        # What is exported: the same embedding with pooling in its exportable form (see export.pooling); the
+        # model's own `embed` (embedding_model) stays the parity reference.
+        self.export_module = ExportEmbedding(self.model, request.view, request.flip).eval()
         self.checkpoint, self.fingerprint = checkpoint, file_fingerprint(checkpoint)
         self.base = f"{checkpoint.stem}-{request.view}"
         self.calibration = (calibration_images(request.calib_dir, self.size, MIN_CALIBRATION_IMAGES)
@@ -149,12 +153,19 @@ class _ExportJob:
 
     # -- building blocks -------------------------------------------------------------------------------------------
 
+    @property
+    def pooling(self):
+        """The `PoolingSignature` of the exported view at the export size (what the full graph must pool with)."""
+        from lpn_edge.export.pooling import pooling_signature
+
+        return pooling_signature(self.model, self.request.view, self.size)
+
     def _variant(self, name: str) -> GraphVariant:
         request = self.request
         meta_args = dict(view=request.view, flip=request.flip, size=self.size, source=self.checkpoint,
                          source_fingerprint=self.fingerprint, opset=request.opset)
         if name == "full":
-            return GraphVariant("full", self.embedding_model, "embedding", self.base,
+            return GraphVariant("full", self.export_module, "embedding", self.base,
                                 artifact_metadata(self.config, output="embedding", **meta_args))
         from lpn_edge.export.split import SplitBackbone, fold_heads
 
@@ -228,7 +239,8 @@ class _ExportJob:
     def _onnx_fp32(self, variant: GraphVariant) -> None:
         import onnx
 
-        from lpn_edge.export.onnx_export import export_onnx, pooling_nodes
+        from lpn_edge.export.onnx_export import export_onnx
+        from lpn_edge.export.pooling import pooling_outputs
 
         final = self.out_dir / f"{variant.stem}.onnx"
         self.progress(f"exporting {final.name} (ONNX opset {self.request.opset}, output {variant.output_name})")
@@ -242,10 +254,10 @@ class _ExportJob:
                           f"exporter implements opset >= 18 and could not convert this graph down (TensorRT >= 8.6 "
                           f"and ONNX Runtime >= 1.14 read opset 18); pass opset=18 to silence this")
             if variant.heads is None:
-                ring = variant_ring_weights(self.model, self.request.view, self.size)
-                if not pooling_nodes(onnx.load(str(tmp)), ring):
-                    raise LpnEdgeError(f"{final.name}: no MatMul with the ring weights {ring.shape} found in the "
-                                       "exported graph; partition pooling did not export as one MatMul")
+                try:
+                    pooling_outputs(onnx.load(str(tmp)), self.pooling)
+                except LpnEdgeError as error:
+                    raise LpnEdgeError(f"{final.name}: {error}") from None
             else:
                 heads_final = self.out_dir / f"{variant.stem}.npz"
                 from lpn_edge.export.split import save_split_heads

@@ -258,15 +258,12 @@ def _fp16_onnx(job, variant, source: Path) -> Path:
     import onnx
 
     from lpn_edge.export.fp16 import convert_to_fp16
-    from lpn_edge.export.onnx_export import pooling_nodes
-    from lpn_edge.export.pipeline import variant_ring_weights
+    from lpn_edge.export.pooling import pooling_outputs
 
     target = job.out_dir / f"{variant.stem}.fp16.onnx"
     proto = onnx.load(str(source))
-    keep = []  # the split graph ends at the feature map: all fp16
-    if variant.heads is None:
-        ring = variant_ring_weights(job.model, job.request.view, job.size)
-        keep = [name for node in pooling_nodes(proto, ring) for name in node.output]
+    # The split graph ends at the feature map: all fp16. The full graph keeps pooling onwards in fp32.
+    keep = pooling_outputs(proto, job.pooling) if variant.heads is None else []
     with Staging() as stage:
         tmp = stage.path(target)
         converted = convert_to_fp16(proto, keep_fp32_from=keep)

@@ -7,6 +7,7 @@ name, check parity, rename. ONNX comes first because TensorRT builds from it.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,7 @@ class _ExportJob:
 
     # -- building blocks -------------------------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def pooling(self):
         """The `PoolingSignature` of the exported view at the export size (what the full graph must pool with)."""
         from lpn_edge.export.pooling import pooling_signature
@@ -223,18 +224,10 @@ class _ExportJob:
     def _build_onnx(self) -> None:
         for variant in self.variants:
             self._onnx_fp32(variant)
-        if self.request.precision == "int8" and self._wants_qdq_onnx():
+        if self.request.precision == "int8":
+            # The Q/DQ ONNX is the int8 artifact, and what every TensorRT version builds int8 engines from.
             for variant in self.variants:
                 self._onnx_int8(variant)
-
-    def _wants_qdq_onnx(self) -> bool:
-        """The Q/DQ ONNX is written when asked for (--onnx) or when TensorRT >= 11 needs it for int8; TensorRT 10
-        calibrates the fp32 graph itself."""
-        if "onnx" in self.request.requested:
-            return True
-        from lpn_edge.export.tensorrt import require_tensorrt, tensorrt_major
-
-        return tensorrt_major(require_tensorrt()) >= 11
 
     def _onnx_fp32(self, variant: GraphVariant) -> None:
         import onnx

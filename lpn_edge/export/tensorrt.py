@@ -27,11 +27,11 @@ from lpn_edge.export.trt_plan import BuildPlan, LayerInfo, check_gpu, fp32_tail_
 INPUT_NAME = "images"
 
 
-def require_tensorrt():
+def require_tensorrt(note=None):
     """The `tensorrt` module, after checking everything an engine build needs; one-line errors otherwise.
 
     The GPU is looked for through the CUDA driver (cuda-python or pycuda), not torch: a CPU-only torch build on a
-    GPU machine can still build engines (its parity reference then runs on the CPU, said in a note).
+    GPU machine can still build engines (its parity reference then runs on the CPU, said through `note`).
     """
     try:
         import tensorrt as trt
@@ -42,7 +42,9 @@ def require_tensorrt():
 
     from lpn_edge.export.cuda_memory import cuda_device_count
 
-    check_gpu(cuda_device_count(), torch.version.cuda)
+    remark = check_gpu(cuda_device_count(), torch.version.cuda)
+    if remark and note is not None:
+        note(remark)
     return trt
 
 
@@ -200,7 +202,7 @@ def build_and_check_engine(job, variant) -> None:
     from lpn_edge.export.pooling import pooling_outputs
     from lpn_edge.fileio import file_fingerprint
 
-    trt = require_tensorrt()
+    trt = require_tensorrt(note=job.note if variant.name == "full" else None)
     request, precision = job.request, job.request.precision
     plan = plan_build(str(trt.__version__), precision)
     fp32_onnx = job.out_dir / f"{variant.stem}.onnx"

@@ -145,7 +145,8 @@ class _ExportJob:
         if self.calibration is not None:
             # int8 scales are fitted to photos like the calibration images; noise images are out of that range, so
             # int8 artifacts are checked on (held-in) calibration images instead of random ones.
-            self.int8_sets = [calibration_set(self.calibration, queries, gallery)] + self.sets[1:]
+            self.int8_sets = [calibration_set(self.calibration.first(queries + gallery), queries, gallery)] + \
+                self.sets[1:]
             self.note(f"int8 parity on {' and '.join(s.name for s in self.int8_sets)} images (not random noise, "
                       "which int8 scales fitted to photos are not meant for)")
         self._references: dict[str, np.ndarray] = {}

@@ -13,7 +13,7 @@ drift from the model unnoticed.
 
 `PoolingSignature` describes what the pooling of one exported graph must look like (weights and masks); the
 functions below find those nodes in a graph. Their outputs are where the fp32 tail (pooling, heads,
-normalisation) begins, which the fp16 conversion and the TensorRT 10 precision constraints keep in fp32.
+normalisation) begins, which the fp16 conversion and the TensorRT < 10.12 precision constraints keep in fp32.
 """
 
 from __future__ import annotations

@@ -63,11 +63,19 @@ def _sample_images(size: tuple[int, int], generator: torch.Generator, count: int
 
 
 def write_calibration_folder(folder: Path, count: int, size: tuple[int, int] = (64, 64)) -> Path:
-    """`count` JPEGs: real drone photos when the shared data is here, else smooth random colour fields."""
+    """`count` JPEGs: real photos when the shared data is here, else smooth random colour fields.
+
+    Real photos are half drone, half satellite (ids the parity sets do not use): the real parity set runs both
+    kinds through the exported view, and calibration images should be like the images the model will see.
+    """
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    real = list_images(REAL_DATA / "drone")[100:100 + count] if REAL_DATA is not None else []
+    real = []
+    if REAL_DATA is not None:
+        half = count // 2
+        real = list_images(REAL_DATA / "drone")[100:100 + count - half] + \
+            list_images(REAL_DATA / "satellite")[100:100 + half]
     rng = np.random.default_rng(1)
     for i in range(count):
         if i < len(real):

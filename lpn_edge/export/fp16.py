@@ -1,4 +1,4 @@
-"""An fp16 copy of an fp32 ONNX graph, for TensorRT >= 11 (strongly typed: the graph's types are the precision).
+"""An fp16 copy of an fp32 ONNX graph, for TensorRT >= 10.12 (strongly typed: the graph's types are the precision).
 
 A minimal converter, no extra dependency: in the fp16 region, float initialisers, Constant values and Cast targets
 become float16. The graph's inputs and outputs stay float32 (a Cast after each input and before each output), so

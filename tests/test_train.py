@@ -197,6 +197,60 @@ def _write_cvusa_val(root, count):
     return keys
 
 
+def _batchnorm_statistics(model):
+    return {name: (module.running_mean.clone(), module.running_var.clone()) for name, module in model.named_modules()
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)}
+
+
+@pytest.mark.parametrize("google_valid", [[False, True, False, True], [False, False, True, False]])
+def test_missing_images_stay_out_of_the_forward_pass(google_valid):
+    """A batch with placeholders for missing street/Google images trains exactly as a batch of the present images
+    only: same BatchNorm running statistics (trunks and heads) and same weights after an optimiser step. A view with
+    a single present image is left out of the step (BatchNorm1d cannot train on one item)."""
+    import copy
+
+    from lpn_edge.model import LPN
+    from lpn_edge.train.loop import forward_batch
+
+    config = ModelConfig(backbone="resnet18", num_classes=5, image_size=(64, 64), dropout=0.5)
+    torch.manual_seed(0)
+    model = LPN(config).train()
+    reference = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.tensor([0, 1, 2, 3])
+    ground_valid, google_valid = torch.tensor([True, False, True, True]), torch.tensor(google_valid)
+    images = {view: torch.randn(4, 3, 64, 64, generator=generator) for view in ("satellite", "drone", "ground", "google")}
+    batch = {"label": labels, "satellite": images["satellite"], "drone": images["drone"],
+             "ground": torch.where(ground_valid[:, None, None, None], images["ground"], 0.0), "ground_valid": ground_valid,
+             "google": torch.where(google_valid[:, None, None, None], images["google"], 0.0), "google_valid": google_valid}
+
+    def sgd_step(net, loss):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        loss.backward()
+        optimizer.step()
+
+    torch.manual_seed(2)
+    step = forward_batch(model, batch, torch.device("cpu"))
+    sgd_step(model, step.loss)
+
+    present = {"satellite": (images["satellite"], labels), "drone": (images["drone"], labels),
+               "ground": (images["ground"][ground_valid], labels[ground_valid])}
+    if google_valid.sum() >= 2:
+        present["google"] = (images["google"][google_valid], labels[google_valid])
+    torch.manual_seed(2)
+    logits = reference({view: x for view, (x, _) in present.items()})
+    sgd_step(reference, sum(part_loss(logits[view], present[view][1]) for view in present))
+
+    ours, theirs = _batchnorm_statistics(model), _batchnorm_statistics(reference)
+    assert any(name.startswith("backbones.ground") for name in ours) and any("classifiers" in n for n in ours)
+    for name in ours:
+        for a, b in zip(ours[name], theirs[name]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert step.images == sum(len(y) for _, y in present.values())
+
+
 def test_bad_data_leaves_no_run_directory(tmp_path):
     with pytest.raises(LpnEdgeError, match="no University-1652 training data"):
         train(tiny_run(1), tmp_path / "nowhere", tmp_path / "run", progress=False)

@@ -202,9 +202,12 @@ class _Setup:
         module = module.to(dist.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         model = module
         if dist.world > 1:
-            # The ground trunk gets no gradient when the data has no street/Google images: DDP must be told.
-            ground_unfed = module.views.count("ground") and "street" not in getattr(dataset, "views", ("street",))
-            model = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=bool(ground_unfed))
+            # University-1652 feeds the ground trunk only street/Google images, which a class may lack (or the data
+            # has none): a step can leave that trunk without gradient, and DDP must be told. CVUSA/CVACT pairs (no
+            # optional views) always feed it.
+            optional_ground = getattr(dataset, "views", None) is not None
+            model = torch.nn.parallel.DistributedDataParallel(
+                module, find_unused_parameters=bool(module.views.count("ground") and optional_ground))
         optimizer = build_optimizer(module, config.train)
         scheduler = build_scheduler(optimizer, config.train)
         if state:
@@ -229,6 +232,53 @@ def _epoch_loader(dataset, config: RunConfig, dist, epoch: int, skip: int):
     return loader, batches.total
 
 
+@dataclass
+class BatchForward:
+    loss: torch.Tensor  # the summed part losses of every view (paper Eq. 6)
+    logits: dict[str, list[torch.Tensor]]  # {view: n tensors (B_view, classes)}
+    labels: dict[str, torch.Tensor]  # {view: (B_view,) class indices}
+    items: int  # items (classes drawn) in the batch
+    images: int  # images that went through a trunk
+
+
+def present_views(batch: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{view: (images, labels)} of a collated batch, each view holding only the items whose image exists.
+
+    Optional views (street, Google) mark missing images with `<view>_valid = False` and a placeholder tensor; the
+    placeholders are dropped here so that they never reach a trunk (BatchNorm batch and running statistics), as the
+    authors' loader never draws them. A view left with a single image is left out of the step (BatchNorm1d cannot
+    train on one item).
+    """
+    labels, views = batch["label"], {}
+    for view in ("satellite", "drone", "ground", "google"):
+        if view not in batch:
+            continue
+        images, view_labels = batch[view], labels
+        valid = batch.get(f"{view}_valid")
+        if valid is not None:
+            valid = valid.bool()
+            if not bool(valid.all()):
+                images, view_labels = images[valid], labels[valid]
+            if len(view_labels) < 2:
+                continue
+        views[view] = (images, view_labels)
+    return views
+
+
+def forward_batch(model: torch.nn.Module, batch: dict[str, Any], device: torch.device,
+                  precision: _Precision | None = None, channels_last: bool = False) -> BatchForward:
+    """The training forward pass of one collated batch (present images only) and its loss (no backward)."""
+    views = present_views(batch)  # on the CPU, before the transfer: no placeholder is copied to the device
+    images = {view: x for view, (x, _) in views.items()}
+    images = _to_device(images, device, channels_last)
+    labels = {view: y.to(device, non_blocking=True) for view, (_, y) in views.items()}
+    dtype = precision.dtype if precision is not None else None
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = model(images)
+    loss = sum(part_loss(logits[view], labels[view]) for view in logits)
+    return BatchForward(loss, logits, labels, len(batch["label"]), sum(len(y) for y in labels.values()))
+
+
 def _train_overrides(config: RunConfig) -> dict[str, Any]:
     """On resume only the length of the run may change (to extend it)."""
     return {"train.epochs": config.train.epochs}
@@ -246,13 +296,8 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
     bar = tqdm(loader, total=total_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show_progress,
                leave=False, dynamic_ncols=True)
     for batch in bar:
-        batch = _to_device(batch, dist.device, setup.channels_last)
-        labels = batch["label"]
-        views = {key: batch[key] for key in ("satellite", "drone", "ground", "google") if key in batch}
-        with torch.autocast(dist.device.type, dtype=precision.dtype or torch.float32,
-                            enabled=precision.dtype is not None):
-            logits = model(views)
-        loss = sum(part_loss(logits[view], labels, batch.get(f"{view}_valid")) for view in logits)
+        step = forward_batch(model, batch, dist.device, precision, setup.channels_last)
+        loss, logits = step.loss, step.logits
         optimizer.zero_grad(set_to_none=True)
         if precision.scaler is not None:
             precision.scaler.scale(loss).backward()
@@ -264,13 +309,13 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
         if not math.isfinite(loss.item()):
             raise LpnEdgeError(f"training loss became {loss.item()} at epoch {epoch + 1}: lower the learning rate")
         steps += 1
-        loss_sum += loss.item() * len(labels)
-        items += len(labels)
+        loss_sum += loss.item() * step.items
+        items += step.items
         for view in ("satellite", "drone"):
             if view in logits:
-                correct += (part_predictions(logits[view]) == labels).sum().item()
-                seen += len(labels)
-        images += len(labels) * len(views)
+                correct += (part_predictions(logits[view]) == step.labels[view]).sum().item()
+                seen += len(step.labels[view])
+        images += step.images
         elapsed = time.perf_counter() - started
         bar.set_postfix(loss=f"{loss_sum / items:.3f}", acc=f"{correct / max(1, seen):.3f}",
                         img_s=f"{images / max(elapsed, 1e-9):.1f}")

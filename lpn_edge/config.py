@@ -101,7 +101,8 @@ class TrainConfig:
     lr_steps: tuple[int, ...] = (80,)
     lr_gamma: float = 0.1
     seed: int = 0
-    precision: str = "auto"  # auto (bf16 on GPUs that have it, else fp16 with loss scaling; fp32 on CPU) | fp32
+    # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16 with loss scaling; fp32 on CPU
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
     channels_last: bool = True  # only used on GPU
     checkpoint_every: int = 10
     backbone_weights: str = "imagenet"  # imagenet | none | PATH to a torchvision-style state_dict

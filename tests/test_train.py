@@ -197,6 +197,33 @@ def _write_cvusa_val(root, count):
     return keys
 
 
+@pytest.mark.parametrize("setting,device,capability,expected", [
+    ("auto", "cpu", None, "fp32"),
+    ("fp32", "cpu", None, "fp32"),
+    ("auto", "cuda", (7, 0), "fp16"),  # V100: bf16 only emulated
+    ("auto", "cuda", (7, 5), "fp16"),  # T4: bf16 only emulated
+    ("auto", "cuda", (8, 0), "bf16"),  # A100
+    ("auto", "cuda", (8, 7), "bf16"),  # Jetson Orin
+    ("auto", "cuda", (9, 0), "bf16"),  # H100
+    ("auto", "cuda", (12, 0), "bf16"),
+    ("fp16", "cuda", (9, 0), "fp16"),
+    ("bf16", "cuda", (7, 5), "bf16"),  # asked for explicitly
+    ("fp32", "cuda", (9, 0), "fp32"),
+])
+def test_precision_follows_native_bf16_support(setting, device, capability, expected):
+    from lpn_edge.train.loop import choose_precision
+
+    assert choose_precision(setting, device, capability) == expected
+
+
+def test_precision_refuses_half_types_off_cuda():
+    from lpn_edge.train.loop import choose_precision
+
+    for setting in ("fp16", "bf16"):
+        with pytest.raises(LpnEdgeError, match="needs a CUDA device"):
+            choose_precision(setting, "cpu", None)
+
+
 def _batchnorm_statistics(model):
     return {name: (module.running_mean.clone(), module.running_var.clone()) for name, module in model.named_modules()
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)}

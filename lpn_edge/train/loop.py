@@ -41,16 +41,32 @@ class _Precision:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
 
-def _precision(setting: str, device: torch.device) -> _Precision:
-    if device.type != "cuda":
+def choose_precision(setting: str, device_type: str, capability: tuple[int, int] | None = None) -> str:
+    """The precision a run trains in ("fp32", "bf16", or "fp16" with loss scaling), a function of the setting, the
+    device type and the CUDA compute capability (major, minor).
+
+    `auto`: fp32 off CUDA; bf16 where the GPU computes it natively (compute capability >= 8.0, Ampere and later),
+    else fp16 with loss scaling. `torch.cuda.is_bf16_supported()` does not decide: it also counts the emulated bf16
+    of older GPUs, which is slower than fp16. An explicit fp16/bf16 is kept on CUDA and refused elsewhere.
+    """
+    if setting not in ("auto", "fp32", "bf16", "fp16"):
+        raise LpnEdgeError(f"train.precision must be one of auto, fp32, bf16, fp16; got {setting!r}")
+    if device_type != "cuda":
         if setting in ("fp16", "bf16"):
-            raise LpnEdgeError(f"train.precision {setting} needs a CUDA device; this run is on {device} (use fp32 or auto)")
-        return _Precision(None, None)
+            raise LpnEdgeError(f"train.precision {setting} needs a CUDA device; this run is on {device_type} "
+                               f"(use fp32 or auto)")
+        return "fp32"
     if setting == "auto":
-        setting = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if setting == "fp16":
+        return "bf16" if capability is not None and tuple(capability) >= (8, 0) else "fp16"
+    return setting
+
+
+def _precision(setting: str, device: torch.device) -> _Precision:
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    name = choose_precision(setting, device.type, capability)
+    if name == "fp16":
         return _Precision(torch.float16, torch.amp.GradScaler("cuda"))
-    return _Precision(torch.bfloat16 if setting == "bf16" else None, None)
+    return _Precision(torch.bfloat16 if name == "bf16" else None, None)
 
 
 def _seed_epoch(seed: int, epoch: int) -> None:

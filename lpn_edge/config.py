@@ -100,6 +100,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_steps: tuple[int, ...] = (80,)
     lr_gamma: float = 0.1
+    # The authors' warm-up (--warm_epoch, 0 in their University-1652 script, 5 in the CVUSA/CVACT ones): the loss of
+    # the first warmup_epochs epochs is scaled by a factor rising linearly from 0.1 to 1, step by step.
+    warmup_epochs: int = 0
     seed: int = 0
     # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16 with loss scaling; fp32 on CPU
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -111,6 +114,8 @@ class TrainConfig:
         _check_choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         if self.epochs < 1:
             raise LpnEdgeError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.warmup_epochs < 0:
+            raise LpnEdgeError(f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.checkpoint_every < 1:
             raise LpnEdgeError(f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
 

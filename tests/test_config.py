@@ -27,6 +27,26 @@ def test_paper_recipe_values():
     assert (paper.train.lr_backbone, paper.train.lr_head, paper.train.lr_steps) == (0.001, 0.01, (80,))
     authors = load_config(Path(lpn_edge.__file__).parent / "configs" / "university1652-authors.yaml")
     assert (authors.train.lr_backbone, authors.train.lr_head) == (0.0001, 0.001)
+    assert paper.train.warmup_epochs == authors.train.warmup_epochs == 0  # run.sh passes no --warm_epoch
+
+
+@pytest.mark.parametrize("name", ["cvusa.yaml", "cvact.yaml"])
+def test_two_view_recipes_match_the_authors_scripts(name):
+    """run_cvusa.sh / run_cvact.sh (ResNet-50 lines) with train_cvusa.py / train_cvact.py defaults: --lr 0.05 (heads;
+    the backbone at 0.1 x lr), --warm_epoch 5, --batchsize 16, --block 8, --stride 1, 256 px, --droprate left at 0.5,
+    no --share, RandomAffine(90) on satellite images, StepLR(80, 0.1), 120 epochs."""
+    from pathlib import Path
+
+    import lpn_edge
+
+    config = load_config(Path(lpn_edge.__file__).parent / "configs" / name)
+    model, data, train = config.model, config.data, config.train
+    assert (model.backbone, model.stride, model.parts, model.pool, model.views) == ("resnet50", 1, 8, "avg", 2)
+    assert (model.dropout, model.share_weights, model.image_size) == (0.5, False, (256, 256))
+    assert (data.batch_size, data.pad, data.satellite_rotation, data.polar) == (16, 10, True, False)
+    assert (train.lr_head, train.lr_backbone, train.warmup_epochs) == (0.05, 0.005, 5)
+    assert (train.epochs, train.lr_steps, train.lr_gamma) == (120, (80,), 0.1)
+    assert (train.momentum, train.nesterov, train.weight_decay) == (0.9, True, 0.0005)
 
 
 def test_round_trip(tmp_path):

@@ -26,11 +26,11 @@ def world(tmp_path_factory):
 
 
 def tiny_run(epochs=2, **train_fields):
+    train_fields = {"lr_backbone": 0.001, "lr_head": 0.01, **train_fields}
     return RunConfig(
         model=ModelConfig(backbone="resnet18", num_classes=5, image_size=(64, 64), dropout=0.5),
         data=DataConfig(batch_size=4, num_workers=0, epoch="drone", pad=4, use_google=True),
-        train=TrainConfig(epochs=epochs, backbone_weights="none", lr_backbone=0.001, lr_head=0.01,
-                          checkpoint_every=1, lr_steps=(1,), **train_fields),
+        train=TrainConfig(epochs=epochs, backbone_weights="none", checkpoint_every=1, lr_steps=(1,), **train_fields),
     )
 
 
@@ -222,6 +222,42 @@ def test_precision_refuses_half_types_off_cuda():
     for setting in ("fp16", "bf16"):
         with pytest.raises(LpnEdgeError, match="needs a CUDA device"):
             choose_precision(setting, "cpu", None)
+
+
+def test_warmup_factor_follows_the_authors_schedule():
+    from lpn_edge.train.recipe import warmup_factor
+
+    # The authors' train.py: warm_up starts at 0.1 and grows by 0.9 / W before each step of the first warm_epoch
+    # epochs (W = steps per epoch x warm_epoch), capped at 1; the step's loss is multiplied by it.
+    steps_per_epoch, warm_epochs = 3, 2
+    factor, expected = 0.1, []
+    for epoch in range(4):
+        for step in range(steps_per_epoch):
+            if epoch < warm_epochs:
+                factor = min(1.0, factor + 0.9 / (steps_per_epoch * warm_epochs))
+                expected.append(factor)
+            else:
+                expected.append(1.0)
+    got = [warmup_factor(epoch, step, steps_per_epoch, warm_epochs) for epoch in range(4)
+           for step in range(steps_per_epoch)]
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert got[:6] == pytest.approx([0.25, 0.4, 0.55, 0.7, 0.85, 1.0])
+    assert all(warmup_factor(epoch, step, 5, 0) == 1.0 for epoch in range(3) for step in range(5))
+
+
+def test_warmup_scales_the_first_step(world, tmp_path):
+    """With weight decay off, the first optimiser step under warm-up factor f equals a step without warm-up at f
+    times the learning rates (SGD's first step is linear in the gradient, momentum or not)."""
+    recipe = {"weight_decay": 0.0, "lr_backbone": 0.01, "lr_head": 0.1}
+    factor = 0.1 + 0.9 / (4 * 2)  # 15 drone items in batches of 4: 4 steps per epoch; 2 warm-up epochs
+    warm = train(tiny_run(3, warmup_epochs=2, **recipe), world, tmp_path / "warm", progress=False, max_steps=1)
+    scaled = train(tiny_run(3, weight_decay=0.0, lr_backbone=0.01 * factor, lr_head=0.1 * factor), world,
+                   tmp_path / "scaled", progress=False, max_steps=1)
+    plain = train(tiny_run(3, **recipe), world, tmp_path / "plain", progress=False, max_steps=1)
+    a, b, c = weights(warm.checkpoint), weights(scaled.checkpoint), weights(plain.checkpoint)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-7, msg=key)
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-7) for k in a)
 
 
 def _batchnorm_statistics(model):

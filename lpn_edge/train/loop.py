@@ -18,7 +18,7 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.train import distributed, run_dir as runs
 from lpn_edge.train.data import EpochBatches, build_train_dataset
 from lpn_edge.train.interrupt import graceful_stop
-from lpn_edge.train.recipe import build_optimizer, build_scheduler, part_loss, part_predictions
+from lpn_edge.train.recipe import build_optimizer, build_scheduler, part_loss, part_predictions, warmup_factor
 
 
 @dataclass
@@ -204,6 +204,7 @@ class _Setup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     precision: _Precision
     channels_last: bool
+    warmup_epochs: int = 0
 
     @classmethod
     def build(cls, config: RunConfig, state: dict | None, dist, dataset) -> _Setup:
@@ -231,7 +232,7 @@ class _Setup:
             scheduler.load_state_dict(state["scheduler"])
             if precision.scaler is not None and state.get("scaler"):
                 precision.scaler.load_state_dict(state["scaler"])
-        return cls(model, module, optimizer, scheduler, precision, channels_last)
+        return cls(model, module, optimizer, scheduler, precision, channels_last, config.train.warmup_epochs)
 
     def state_dicts(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -314,13 +315,15 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
     for batch in bar:
         step = forward_batch(model, batch, dist.device, precision, setup.channels_last)
         loss, logits = step.loss, step.logits
+        factor = warmup_factor(epoch, skip + steps, total_batches, setup.warmup_epochs)
+        weighted = loss * factor if factor != 1.0 else loss
         optimizer.zero_grad(set_to_none=True)
         if precision.scaler is not None:
-            precision.scaler.scale(loss).backward()
+            precision.scaler.scale(weighted).backward()
             precision.scaler.step(optimizer)
             precision.scaler.update()
         else:
-            loss.backward()
+            weighted.backward()
             optimizer.step()
         if not math.isfinite(loss.item()):
             raise LpnEdgeError(f"training loss became {loss.item()} at epoch {epoch + 1}: lower the learning rate")

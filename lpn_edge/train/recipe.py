@@ -24,6 +24,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_steps), gamma=config.lr_gamma)
 
 
+def warmup_factor(epoch: int, step: int, steps_per_epoch: int, warmup_epochs: int) -> float:
+    """The loss weight of step `step` (0-based) of epoch `epoch` (0-based): the authors' linear warm-up.
+
+    Over the first `warmup_epochs` epochs (W = steps_per_epoch * warmup_epochs optimiser steps) the loss of the k-th
+    step (k = 1..W, counted from the start of training) is scaled by min(1, 0.1 + 0.9 k / W); afterwards by 1. Like a
+    learning-rate warm-up this scales the gradient step, but not the weight decay (the authors scale the loss).
+    """
+    if epoch >= warmup_epochs or steps_per_epoch < 1:
+        return 1.0
+    k = epoch * steps_per_epoch + step + 1
+    return min(1.0, 0.1 + 0.9 * k / (steps_per_epoch * warmup_epochs))
+
+
 def part_loss(logits: list[torch.Tensor], labels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over parts of the cross-entropy (mean over the valid items of the batch).
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,11 +27,11 @@ def world(tmp_path_factory):
 
 
 def tiny_run(epochs=2, **train_fields):
-    train_fields = {"lr_backbone": 0.001, "lr_head": 0.01, **train_fields}
+    train_fields = {"lr_backbone": 0.001, "lr_head": 0.01, "checkpoint_every": 1, **train_fields}
     return RunConfig(
         model=ModelConfig(backbone="resnet18", num_classes=5, image_size=(64, 64), dropout=0.5),
         data=DataConfig(batch_size=4, num_workers=0, epoch="drone", pad=4, use_google=True),
-        train=TrainConfig(epochs=epochs, backbone_weights="none", checkpoint_every=1, lr_steps=(1,), **train_fields),
+        train=TrainConfig(epochs=epochs, backbone_weights="none", lr_steps=(1,), **train_fields),
     )
 
 
@@ -131,19 +132,104 @@ def test_part_loss_sums_parts_and_masks_invalid_items():
     assert part_loss(logits, labels, torch.tensor([False, False])).item() == 0.0
 
 
+def torchrun(*args):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lpn_edge.cli", "train",
+            *map(str, args)]
+
+
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 @pytest.mark.slow
 def test_two_processes_with_torchrun_on_cpu(world, tmp_path):
+    from torch.utils.data import default_collate
+
     from lpn_edge.config import save_config
+    from lpn_edge.train.data import build_train_dataset
+    from lpn_edge.train.loop import present_views
 
     save_config(tiny_run(1), tmp_path / "run.yaml")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lpn_edge.cli", "train",
-         "--config", str(tmp_path / "run.yaml"), "--data", str(world), "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(torchrun("--config", tmp_path / "run.yaml", "--data", world, "--out", tmp_path / "run"),
+                            check=False, capture_output=True, text=True, timeout=300, env=TORCHRUN_ENV)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "on cpu x2" in result.stdout
     state = read_checkpoint(tmp_path / "run" / "model.pt")
     assert state["epoch"] == 1 and (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 2
+    # metrics.csv counts the images of both processes, not rank 0's share
+    dataset = build_train_dataset(tiny_run(1), world)
+    dataset.set_epoch(0)
+    shares = []
+    for rank in (0, 1):
+        batches = EpochBatches(len(dataset), 4, seed=0, epoch=0, rank=rank, world=2)
+        shares.append(sum(len(labels) for batch in batches
+                          for _, labels in present_views(default_collate([dataset[i] for i in batch])).values()))
+    import csv
+
+    with open(tmp_path / "run" / "metrics.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert min(shares) > 0 and float(row["images"]) == sum(shares)
+
+
+def _worker_pids(launcher_pid, timeout=120):
+    """{rank: pid} of the workers torchrun started (its child processes, told apart by their RANK variable)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        children = []
+        for task in os.listdir(f"/proc/{launcher_pid}/task"):
+            with open(f"/proc/{launcher_pid}/task/{task}/children") as handle:
+                children += [int(pid) for pid in handle.read().split()]
+        ranks = {}
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as handle:
+                    env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+            except OSError:
+                continue
+            if b"RANK" in env:
+                ranks[int(env[b"RANK"])] = pid
+        if len(ranks) == 2:
+            return ranks
+        time.sleep(0.2)
+    raise AssertionError("torchrun did not start two workers")
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_torchrun_rank_stops_all_and_saves(world, tmp_path):
+    """SIGTERM to rank 1 alone: both ranks stop at the same step, rank 0 writes last.pt, every process exits, and the
+    run resumes. Checkpoints are otherwise never written here (checkpoint_every 1000), so last.pt is the stop's."""
+    import re
+
+    from lpn_edge.config import save_config
+
+    run = tmp_path / "run"
+    save_config(tiny_run(200, checkpoint_every=1000), tmp_path / "run.yaml")
+    launcher = subprocess.Popen(torchrun("--config", tmp_path / "run.yaml", "--data", world, "--out", run),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=TORCHRUN_ENV,
+                                start_new_session=True)
+    try:
+        workers = _worker_pids(launcher.pid)
+        deadline = time.time() + 180
+        while not (run / "metrics.csv").exists() and launcher.poll() is None and time.time() < deadline:
+            time.sleep(0.2)  # the first epoch is done: both ranks are training
+        assert launcher.poll() is None, launcher.stderr.read()[-2000:]
+        os.kill(workers[1], signal.SIGTERM)
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    for pid in workers.values():  # gone (or a zombie until reaped)
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    assert "stopped by SIGTERM" in out, err[-3000:]  # rank 0 learnt of rank 1's signal
+    assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", err)) <= {"143"}, err[-3000:]
+    state = read_checkpoint(run / "last.pt")
+    assert state["epoch"] >= 1 and not (run / "model.pt").exists()
+    # every rank's RNG state is kept, and the ranks draw different random numbers (seed + rank)
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    resumed = subprocess.run(torchrun("--data", world, "--resume", run, f"train.epochs={state['epoch'] + 1}"),
+                             check=False, capture_output=True, text=True, timeout=300, env=TORCHRUN_ENV)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_checkpoint(run / "model.pt")["epoch"] == state["epoch"] + 1
 
 
 def test_two_view_cvusa_training_and_evaluation(tmp_path):
@@ -258,6 +344,55 @@ def test_warmup_scales_the_first_step(world, tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-7, msg=key)
     assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-7) for k in a)
+
+
+def test_ranks_draw_differently_and_each_restores_its_own_rng_state(tmp_path):
+    import random
+
+    import numpy as np
+
+    from lpn_edge.checkpoint import save_checkpoint
+    from lpn_edge.train.loop import restore_rng, rng_state, seed_epoch
+
+    cpu = torch.device("cpu")
+
+    def draws():
+        return torch.rand(4).tolist(), random.random(), float(np.random.rand())
+
+    first = {}
+    for rank in (0, 1, 2):
+        seed_epoch(7, 3, rank)
+        first[rank] = draws()
+    assert len({str(d) for d in first.values()}) == 3  # no two ranks share dropout masks or augmentations
+    seed_epoch(7, 3, 1)
+    assert draws() == first[1]  # and each stays a function of (seed, epoch, rank)
+
+    states, after = [], []
+    for rank in (0, 1):  # each rank's generators part-way through an epoch, and what they draw next
+        seed_epoch(7, 3, rank)
+        draws()
+        states.append(rng_state(cpu))
+        after.append(draws())
+    # through a checkpoint file, as a resumed run reads them
+    from lpn_edge.model import LPN
+
+    path = save_checkpoint(tmp_path / "last.pt", LPN(ModelConfig(backbone="resnet18", num_classes=3)),
+                           RunConfig(), rng=states)
+    saved = read_checkpoint(path)["rng"]
+    for rank in (1, 0):
+        seed_epoch(99, 0)
+        restore_rng(saved, rank, cpu)
+        assert draws() == after[rank]
+    seed_epoch(99, 0)
+    restore_rng(states[1], 0, cpu)  # an older single-process checkpoint: one dict
+    assert draws() == after[1]
+    # a run stopped inside an epoch resumes with as many processes as it stopped with; between epochs with any
+    from lpn_edge.train.loop import _check_resumable_world
+
+    with pytest.raises(LpnEdgeError, match="2 process"):
+        _check_resumable_world({"epoch": 0, "step": 1, "rng": states}, 1, path)
+    _check_resumable_world({"epoch": 0, "step": 1, "rng": states}, 2, path)
+    _check_resumable_world({"epoch": 1, "step": 0, "rng": states}, 1, path)
 
 
 def _batchnorm_statistics(model):

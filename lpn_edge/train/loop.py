@@ -17,7 +17,7 @@ from lpn_edge.config import RunConfig, save_config
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.train import distributed, run_dir as runs
 from lpn_edge.train.data import EpochBatches, build_train_dataset
-from lpn_edge.train.interrupt import graceful_stop
+from lpn_edge.train.interrupt import graceful_stop, signal_name
 from lpn_edge.train.recipe import build_optimizer, build_scheduler, part_loss, part_predictions, warmup_factor
 
 
@@ -69,26 +69,53 @@ def _precision(setting: str, device: torch.device) -> _Precision:
     return _Precision(torch.bfloat16 if name == "bf16" else None, None)
 
 
-def _seed_epoch(seed: int, epoch: int) -> None:
-    """Every random draw of an epoch (augmentation, dropout) follows from (seed, epoch): resumable and repeatable."""
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Every random draw of an epoch (augmentation, dropout) follows from (seed, epoch, rank): resumable, repeatable,
+    and different on each process (ranks drawing the same dropout masks and augmentations would waste the batch)."""
     value = seed * 1_000_003 + epoch
-    torch.manual_seed(value)
-    random.seed(value)
-    np.random.seed(value % 2**32)
+    torch.manual_seed(value + (rank << 48))
+    random.seed(value + (rank << 48))
+    np.random.seed(value % 2**32 if rank == 0 else [value % 2**32, rank])
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's generator states (torch CPU, Python, NumPy, and its own CUDA device's), as checkpoint data."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached)}}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(saved: dict[str, Any] | list[dict[str, Any]], rank: int, device: torch.device) -> None:
+    """Restore rank `rank`'s generators from a checkpoint's `rng` (one state per rank; a single dict in older
+    checkpoints, which were written by one process)."""
+    states = [saved] if isinstance(saved, dict) else list(saved)
+    state = states[rank]
     torch.set_rng_state(state["torch"])
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        numpy_state = state["numpy"]
+        np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                             numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    if "cuda" in state and device.type == "cuda":
+        if isinstance(state["cuda"], (list, tuple)):  # older checkpoints: every visible device
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _check_resumable_world(state: dict[str, Any], world: int, path: Path) -> None:
+    """A run stopped inside an epoch resumes exactly only with as many processes (their batches and RNG states)."""
+    if not int(state.get("step", 0)):
+        return  # at an epoch boundary everything restarts from (seed, epoch): any number of processes will do
+    saved = state.get("rng")
+    ranks = 1 if saved is None or isinstance(saved, dict) else len(saved)
+    if ranks != world:
+        raise LpnEdgeError(f"{path} was saved inside epoch {int(state['epoch']) + 1} by {ranks} process(es); resume "
+                           f"it with {ranks} (torchrun --nproc_per_node {ranks}) to continue that epoch exactly")
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -111,7 +138,20 @@ def train(config: RunConfig | None, data_dir: str | Path, out_dir: str | Path, r
     """
     out_dir = Path(out_dir)
     dist = distributed.setup(device)
+    # Signals are caught from here to the end, teardown included: with several processes a rank that gets one later
+    # (torchrun stops the others when the first exits) still finishes cleanly.
+    with graceful_stop(escalate=dist.world == 1) as stop:
+        try:
+            return _train(config, data_dir, out_dir, resume, force, progress, max_steps, dist, stop)
+        finally:
+            distributed.teardown(dist)
+
+
+def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress: bool, max_steps: int | None, dist,
+           stop) -> TrainResult:
     config, state, dataset = _prepare(config, data_dir, out_dir, resume, force, dist)
+    if state:
+        _check_resumable_world(state, dist.world, out_dir / runs.LAST)
     setup = _Setup.build(config, state, dist, dataset)
     start_epoch, start_step = (int(state["epoch"]), int(state.get("step", 0))) if state else (0, 0)
     log = runs.MetricsLog(out_dir, start_epoch) if dist.is_main else None
@@ -120,53 +160,61 @@ def train(config: RunConfig | None, data_dir: str | Path, out_dir: str | Path, r
               f"{dist.device} x{dist.world}, {setup.precision.name}, {len(dataset)} items/epoch, epochs "
               f"{start_epoch + 1}..{config.train.epochs}" + (f" (resuming at step {start_step})" if start_step else ""))
 
-    def checkpoint(epoch: int, step: int, metrics: dict) -> Path:
-        return save_checkpoint(out_dir / runs.LAST, setup.module, config, epoch=epoch, metrics=metrics, step=step,
-                               rng=_rng_state(), **setup.state_dicts())
+    def checkpoint(epoch: int, step: int, metrics: dict) -> None:
+        """Every rank calls this: rank 0 saves every rank's RNG state; nobody goes on before the file is written."""
+        rng = distributed.gather_to_main(dist, rng_state(dist.device))
+        if dist.is_main:
+            save_checkpoint(out_dir / runs.LAST, setup.module, config, epoch=epoch, metrics=metrics, step=step,
+                            rng=rng, **setup.state_dicts())
+        distributed.barrier(dist)
 
     steps_run, stopped_by, metrics, epoch = 0, None, {}, start_epoch
     history = [{k: float(v) for k, v in row.items()} for row in (log.rows if log else [])]
     try:
-        with graceful_stop() as stop:
-            for epoch in range(start_epoch, config.train.epochs):
-                skip = start_step if epoch == start_epoch else 0
-                if skip and state and "rng" in state:
-                    _restore_rng(state["rng"])
-                else:
-                    _seed_epoch(config.train.seed, epoch)
-                loader, total = _epoch_loader(dataset, config, dist, epoch, skip)
-                outcome = _run_epoch(setup, loader, dist, stop, epoch, total, skip, progress and dist.is_main,
-                                     None if max_steps is None else max_steps - steps_run)
-                epoch_steps = outcome.pop("steps")
-                steps_run += epoch_steps
-                if outcome.pop("stopped"):
-                    stopped_by = stop.signal_name or "max_steps"
-                    if dist.is_main:
-                        checkpoint(epoch, skip + epoch_steps, metrics)
-                    break
-                setup.scheduler.step()
-                metrics = {**outcome, "epoch": epoch + 1, "lr_backbone": setup.optimizer.param_groups[0]["lr"],
-                           "lr_heads": setup.optimizer.param_groups[1]["lr"]}
-                out_of_steps = max_steps is not None and steps_run >= max_steps
-                if dist.is_main:
-                    log.log(metrics)
-                    history.append(metrics)
-                    if (epoch + 1) % config.train.checkpoint_every == 0 or epoch + 1 == config.train.epochs \
-                            or stop or out_of_steps:
-                        checkpoint(epoch + 1, 0, metrics)
-                if (stop or out_of_steps) and epoch + 1 < config.train.epochs:
-                    stopped_by, epoch = stop.signal_name or "max_steps", epoch + 1
-                    break
+        for epoch in range(start_epoch, config.train.epochs):
+            skip = start_step if epoch == start_epoch else 0
+            if skip and state and "rng" in state:
+                restore_rng(state["rng"], dist.rank, dist.device)
+            else:
+                seed_epoch(config.train.seed, epoch, dist.rank)
+            loader, total = _epoch_loader(dataset, config, dist, epoch, skip)
+            outcome = _run_epoch(setup, loader, dist, stop, epoch, total, skip, progress and dist.is_main,
+                                 None if max_steps is None else max_steps - steps_run)
+            epoch_steps = outcome.pop("steps")
+            steps_run += epoch_steps
+            stopped_inside = outcome.pop("stopped")
+            if stopped_inside:
+                stopped_by = stopped_inside
+                checkpoint(epoch, skip + epoch_steps, metrics)
+                break
+            setup.scheduler.step()
+            metrics = {**outcome, "epoch": epoch + 1, "lr_backbone": setup.optimizer.param_groups[0]["lr"],
+                       "lr_heads": setup.optimizer.param_groups[1]["lr"]}
+            out_of_steps = max_steps is not None and steps_run >= max_steps
+            # One decision for all ranks, from the agreed value only: a signal landing after the all-reduce waits for
+            # the next one, or ranks would part ways.
+            agreed = distributed.max_over_ranks(dist, stop.signum)
+            stop.agree(agreed)
+            signalled = signal_name(agreed)
+            if dist.is_main:
+                log.log(metrics)
+                history.append(metrics)
+            if (epoch + 1) % config.train.checkpoint_every == 0 or epoch + 1 == config.train.epochs \
+                    or signalled or out_of_steps:
+                checkpoint(epoch + 1, 0, metrics)
+            if (signalled or out_of_steps) and epoch + 1 < config.train.epochs:
+                stopped_by, epoch = signalled or "max_steps", epoch + 1
+                break
     finally:
         if log:
             log.close()
-        distributed.teardown(dist)
     final = None
     if stopped_by is None and dist.is_main:
         final = save_checkpoint(out_dir / runs.FINAL, setup.module, config, epoch=config.train.epochs, metrics=metrics)
     if stopped_by and dist.is_main:
         print(f"stopped by {stopped_by}: checkpoint saved to {out_dir / runs.LAST}; continue with "
-              f"`lpn-edge train --resume {out_dir}`")
+              f"`lpn-edge train --resume {out_dir}`" + (f" (under torchrun, {dist.world} processes)"
+                                                         if dist.world > 1 else ""))
     epochs_done = config.train.epochs if stopped_by is None else epoch  # epochs completed before the stop
     return TrainResult(out_dir, out_dir / runs.LAST, final, epochs_done, stopped_by, history)
 
@@ -180,17 +228,23 @@ def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, fo
         stored = checkpoint_config(state, ckpt_path)
         config = stored.replace(_train_overrides(config), "resume overrides") if config is not None else stored
     else:
-        runs.check_new_run(out_dir, force)  # before reading the data, which can take a while
+        # before reading the data, which can take a while; rank 0 alone (ranks checking while rank 0 creates race)
+        distributed.on_main(dist, lambda: runs.check_new_run(out_dir, force))
     dataset = build_train_dataset(config, data_dir)
     if dataset.num_classes != config.model.num_classes:
         if state is not None:
             raise LpnEdgeError(f"the data under {data_dir} has {dataset.num_classes} classes but the run being resumed "
                                f"was trained with {config.model.num_classes}")
-        print(f"model.num_classes: {dataset.num_classes} (from the data; the config said {config.model.num_classes})")
+        if dist.is_main:
+            print(f"model.num_classes: {dataset.num_classes} (from the data; the config said "
+                  f"{config.model.num_classes})")
         config = config.replace({"model.num_classes": dataset.num_classes})
-    if dist.is_main and not resume:
-        runs.prepare_new_run(out_dir, force)  # only once the data is known to be usable
-        save_config(config, out_dir / runs.CONFIG)
+    if not resume:
+        def create() -> None:
+            runs.prepare_new_run(out_dir, force)  # only once the data is known to be usable
+            save_config(config, out_dir / runs.CONFIG)
+
+        distributed.on_main(dist, create)  # the other ranks wait until the directory exists
     return config, state, dataset
 
 
@@ -245,7 +299,7 @@ def _epoch_loader(dataset, config: RunConfig, dist, epoch: int, skip: int):
     batches = EpochBatches(len(dataset), config.data.batch_size, config.train.seed, epoch, skip, dist.rank, dist.world)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=config.data.num_workers, pin_memory=dist.device.type == "cuda",
-        generator=torch.Generator().manual_seed(config.train.seed * 7919 + epoch))
+        generator=torch.Generator().manual_seed(config.train.seed * 7919 + epoch + (dist.rank << 48)))
     return loader, batches.total
 
 
@@ -303,12 +357,13 @@ def _train_overrides(config: RunConfig) -> dict[str, Any]:
 
 def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int, skip: int, show_progress: bool,
                steps_left: int | None) -> dict[str, Any]:
-    """Train over the loader's batches; returns steps, whether it stopped early, loss, accuracy and throughput."""
+    """Train over the loader's batches; returns steps, what stopped it inside the epoch (a signal name,
+    "max_steps" or None), and loss, accuracy and throughput over all ranks."""
     from tqdm import tqdm
 
     model, optimizer, precision = setup.model, setup.optimizer, setup.precision
     model.train()
-    loss_sum, items, correct, seen, images, steps, stopped = 0.0, 0, 0, 0, 0, 0, False
+    loss_sum, items, correct, seen, images, steps, stopped = 0.0, 0, 0, 0, 0, 0, None
     started = time.perf_counter()
     bar = tqdm(loader, total=total_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show_progress,
                leave=False, dynamic_ncols=True)
@@ -325,8 +380,15 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
         else:
             weighted.backward()
             optimizer.step()
-        if not math.isfinite(loss.item()):
-            raise LpnEdgeError(f"training loss became {loss.item()} at epoch {epoch + 1}: lower the learning rate")
+        finite = math.isfinite(loss.item())
+        # One decision for all ranks after every step: a rank that stopped alone would leave the others waiting in
+        # the next gradient all-reduce. The largest signal number wins; 256 flags a non-finite loss on some rank.
+        verdict = distributed.max_over_ranks(dist, stop.signum | (0 if finite else 256))
+        agreed = verdict & 255  # decide from this value only (a signal landing from here on waits for the next step)
+        stop.agree(agreed)
+        if verdict & 256:
+            raise LpnEdgeError(f"training loss became {loss.item() if not finite else 'non-finite on another rank'} "
+                               f"at epoch {epoch + 1}: lower the learning rate")
         steps += 1
         loss_sum += loss.item() * step.items
         items += step.items
@@ -339,10 +401,13 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
         bar.set_postfix(loss=f"{loss_sum / items:.3f}", acc=f"{correct / max(1, seen):.3f}",
                         img_s=f"{images / max(elapsed, 1e-9):.1f}")
         # Checked after the step, before the next batch is drawn: the saved RNG state then resumes exactly.
-        if (stop or (steps_left is not None and steps >= steps_left)) and skip + steps < total_batches:
-            stopped = True
+        out_of_steps = steps_left is not None and steps >= steps_left
+        if (agreed or out_of_steps) and skip + steps < total_batches:
+            stopped = signal_name(agreed) or "max_steps"
             break
     bar.close()
+    # The epoch's figures over every rank's batches (each rank counted only its own share).
+    loss_sum, items, correct, seen, images = distributed.sum_over_ranks(dist, [loss_sum, items, correct, seen, images])
     elapsed = time.perf_counter() - started
     return {"steps": steps, "stopped": stopped, "loss": loss_sum / max(1, items), "accuracy": correct / max(1, seen),
-            "images": images, "seconds": round(elapsed, 3), "images_per_s": images / max(elapsed, 1e-9)}
+            "images": int(images), "seconds": round(elapsed, 3), "images_per_s": images / max(elapsed, 1e-9)}

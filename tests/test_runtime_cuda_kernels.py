@@ -40,7 +40,9 @@ def test_kernel_source_inlines_the_header_with_line_markers(name, header):
     source = ck.kernel_source(name)
     original = (ck.KERNEL_DIR / f"{name}.cu").read_text().splitlines()
     assert '#include "' not in source
-    assert f'#line 1 "{header}"' in source and (ck.KERNEL_DIR / header).read_text() in source
+    assert f'#line 1 "{header}"' in source and source.count('#line 1 "half_float.cuh"') == 1  # nested, once
+    # the header's text after its own include line, verbatim
+    assert (ck.KERNEL_DIR / header).read_text().split('#include "half_float.cuh"\n')[1] in source
     lines = source.splitlines()
     marker = next(i for i, line in enumerate(lines) if line.startswith('#line ') and f'"{name}.cu"' in line)
     resumed_at = int(lines[marker].split()[1])
@@ -393,8 +395,8 @@ def test_nvrtc_compiles_the_shipped_sources(arch, cache_home):
 
 def test_nvrtc_compile_error_becomes_one_line(cache_home, monkeypatch):
     nvrtc_or_skip()
-    broken = ck.kernel_source("topk").replace("acc += lpn_tk_half_to_float(row[d]) * query[d];",
-                                              "acc += lpn_tk_half_to_float(row[d]) * querry[d];")
+    broken = ck.kernel_source("topk").replace("acc += lpn_half_to_float(row[d]) * query[d];",
+                                              "acc += lpn_half_to_float(row[d]) * querry[d];")
     monkeypatch.setattr(ck, "kernel_source", lambda name: broken)
     with pytest.raises(LpnEdgeError, match=r'^cannot compile topk.cu for sm_87 with nvrtc \(CUDA [0-9.]+\): '
                                            r'topk_select.cuh\(\d+\): error: identifier "querry" is undefined$'):

@@ -66,21 +66,25 @@ def kernel_source(name: str) -> str:
     if not path.is_file():
         raise LpnEdgeError(f"no CUDA kernel source {path}; expected one of "
                            f"{', '.join(sorted(p.stem for p in KERNEL_DIR.glob('*.cu')))}")
-    text = path.read_text()
     seen: set[str] = set()
 
-    def inline(match: re.Match) -> str:
-        header = match.group(1)
-        if header in seen:
-            return ""
-        seen.add(header)
-        header_path = KERNEL_DIR / header
-        if not header_path.is_file():
-            raise LpnEdgeError(f"{path.name} includes {header}, which is not in {KERNEL_DIR}")
-        line = text.count("\n", 0, match.start()) + 2
-        return f'#line 1 "{header}"\n{header_path.read_text()}\n#line {line} "{path.name}"'
+    def inlined(file: Path) -> str:
+        text = file.read_text()
 
-    return _INCLUDE.sub(inline, text)
+        def inline(match: re.Match) -> str:
+            header = match.group(1)
+            if header in seen:
+                return ""
+            seen.add(header)
+            header_path = KERNEL_DIR / header
+            if not header_path.is_file():
+                raise LpnEdgeError(f"{file.name} includes {header}, which is not in {KERNEL_DIR}")
+            line = text.count("\n", 0, match.start()) + 2
+            return f'#line 1 "{header}"\n{inlined(header_path)}\n#line {line} "{file.name}"'
+
+        return _INCLUDE.sub(inline, text)
+
+    return inlined(path)
 
 
 def cache_key(source: str, arch: str, compiler: str, cuda_version: str, options: tuple[str, ...] = ()) -> str:
@@ -403,6 +407,31 @@ def _ptr(value: int) -> np.uint64:
     return np.uint64(int(value))
 
 
+class ScratchBuffers:
+    """Named device buffers, grown on demand and reused across calls (nothing is allocated per frame)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (pointer, nbytes)
+
+    def get(self, name: str, nbytes: int) -> int:
+        pointer, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            if pointer:
+                self.backend.free(pointer)
+            pointer = self.backend.alloc(nbytes)
+            self._buffers[name] = (pointer, nbytes)
+        return pointer
+
+    def pointer(self, name: str) -> int:
+        return self._buffers[name][0]
+
+    def free_all(self) -> None:
+        for pointer, _ in self._buffers.values():
+            self.backend.free(pointer)
+        self._buffers.clear()
+
+
 class RingPoolKernel:
     """Partition pooling + heads + normalisation of feature maps already on the GPU (see module docstring).
 
@@ -428,16 +457,10 @@ class RingPoolKernel:
         self._weight, self._bias = self.backend.alloc(weight.nbytes), self.backend.alloc(bias.nbytes)
         self.backend.to_device(self._weight, weight)
         self.backend.to_device(self._bias, bias)
-        self._scratch: dict[str, tuple[int, int]] = {}  # name -> (pointer, nbytes), grown on demand, reused
+        self._scratch = ScratchBuffers(self.backend)
 
     def _buffer(self, name: str, nbytes: int) -> int:
-        pointer, size = self._scratch.get(name, (0, 0))
-        if size < nbytes:
-            if pointer:
-                self.backend.free(pointer)
-            pointer = self.backend.alloc(nbytes)
-            self._scratch[name] = (pointer, nbytes)
-        return pointer
+        return self._scratch.get(name, nbytes)
 
     def plan(self, feature_map: int, batch: int, height: int, width: int, *, dtype: str, layout: str,
              pooled: int, embedding: int, mirror: int = 0) -> list[Launch]:
@@ -492,13 +515,11 @@ class RingPoolKernel:
         if not return_pooled:
             return out
         pooled = np.empty((batch, self.in_channels, self.parts), np.float32)
-        self.backend.to_host(pooled, self._scratch["pooled"][0])
+        self.backend.to_host(pooled, self._scratch.pointer("pooled"))
         return out, pooled
 
     def close(self) -> None:
-        for pointer, _ in self._scratch.values():
-            self.backend.free(pointer)
-        self._scratch.clear()
+        self._scratch.free_all()
         for pointer in (self._weight, self._bias):
             self.backend.free(pointer)
         self._weight = self._bias = 0
@@ -587,16 +608,10 @@ class GpuMatcher:
         else:
             self.stream_rows = max(1, min(int(stream_rows), budget // (self.dim * 2)))
             self._gallery = self.backend.alloc(self.stream_rows * self.dim * 2)
-        self._scratch: dict[str, tuple[int, int]] = {}
+        self._scratch = ScratchBuffers(self.backend)
 
     def _buffer(self, name: str, nbytes: int) -> int:
-        pointer, size = self._scratch.get(name, (0, 0))
-        if size < nbytes:
-            if pointer:
-                self.backend.free(pointer)
-            pointer = self.backend.alloc(nbytes)
-            self._scratch[name] = (pointer, nbytes)
-        return pointer
+        return self._scratch.get(name, nbytes)
 
     def passes(self, num_queries: int) -> list[tuple[int, int]]:
         """(start, rows) of each scoring pass over the gallery, in order (pure)."""
@@ -642,9 +657,7 @@ class GpuMatcher:
         return indices, values
 
     def close(self) -> None:
-        for pointer, _ in self._scratch.values():
-            self.backend.free(pointer)
-        self._scratch.clear()
+        self._scratch.free_all()
         if self._gallery:
             self.backend.free(self._gallery)
             self._gallery = 0

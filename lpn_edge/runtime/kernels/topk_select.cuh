@@ -10,44 +10,21 @@
 #ifndef LPN_TOPK_SELECT_CUH
 #define LPN_TOPK_SELECT_CUH
 
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-#define LPN_TK_HD __host__ __device__ __forceinline__
-#else
-#define LPN_TK_HD inline
-#endif
+#include "half_float.cuh"
 
 // Largest k a thread-local list holds (registers / local memory); the Python side refuses larger k on the GPU.
 #ifndef LPN_TOPK_MAX
 #define LPN_TOPK_MAX 64
 #endif
 
-LPN_TK_HD float lpn_tk_half_to_float(unsigned short half) {
-#ifdef __CUDA_ARCH__
-    float value;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(value) : "h"(half));
-    return value;
-#else
-    unsigned int sign = (unsigned int)(half >> 15) << 31;
-    unsigned int exponent = (half >> 10) & 0x1fu, mantissa = half & 0x3ffu, bits;
-    if (exponent == 0) {
-        float magnitude = (float)mantissa * 5.9604644775390625e-8f;
-        return sign ? -magnitude : magnitude;
-    }
-    bits = exponent == 31 ? (sign | 0x7f800000u | (mantissa << 13)) : (sign | ((exponent + 112u) << 23) | (mantissa << 13));
-    float value;
-    __builtin_memcpy(&value, &bits, sizeof value);
-    return value;
-#endif
-}
-
-LPN_TK_HD bool lpn_tk_better(float score_a, long long index_a, float score_b, long long index_b) {
+LPN_HD bool lpn_tk_better(float score_a, long long index_a, float score_b, long long index_b) {
     if (index_b < 0) return index_a >= 0;
     if (index_a < 0) return false;
     return score_a > score_b || (score_a == score_b && index_a < index_b);
 }
 
 // Insert (score, index) into a list sorted best first, of *count <= k entries; dropped when it would be k+1-th.
-LPN_TK_HD void lpn_tk_insert(float* scores, long long* indices, int* count, int k, float score, long long index) {
+LPN_HD void lpn_tk_insert(float* scores, long long* indices, int* count, int k, float score, long long index) {
     if (*count == k && !lpn_tk_better(score, index, scores[k - 1], indices[k - 1])) return;
     int pos = *count < k ? (*count)++ : k - 1;
     while (pos > 0 && lpn_tk_better(score, index, scores[pos - 1], indices[pos - 1])) {
@@ -63,17 +40,17 @@ LPN_TK_HD void lpn_tk_insert(float* scores, long long* indices, int* count, int 
 // When the dimension is even the row is read as fp16 pairs (4-byte loads): element pairs 2j, 2j+1 for
 // j = start, start + stride, ...; the row must then start at a 4-byte aligned address (dim even: true for every row
 // of a 4-byte aligned gallery).
-LPN_TK_HD float lpn_tk_dot_partial(const unsigned short* row, const float* query, int dim, int start, int stride) {
+LPN_HD float lpn_tk_dot_partial(const unsigned short* row, const float* query, int dim, int start, int stride) {
     float acc = 0.0f;
     if (dim % 2 == 0) {
         const unsigned int* pairs = (const unsigned int*)row;
         for (int j = start; j < dim / 2; j += stride) {
             unsigned int pair = pairs[j];
-            acc += lpn_tk_half_to_float((unsigned short)(pair & 0xffffu)) * query[2 * j];
-            acc += lpn_tk_half_to_float((unsigned short)(pair >> 16)) * query[2 * j + 1];
+            acc += lpn_half_to_float((unsigned short)(pair & 0xffffu)) * query[2 * j];
+            acc += lpn_half_to_float((unsigned short)(pair >> 16)) * query[2 * j + 1];
         }
     } else {
-        for (int d = start; d < dim; d += stride) acc += lpn_tk_half_to_float(row[d]) * query[d];
+        for (int d = start; d < dim; d += stride) acc += lpn_half_to_float(row[d]) * query[d];
     }
     return acc;
 }

@@ -28,10 +28,10 @@ TINY = BackboneSpec("tiny2conv", out_channels=16, builder=tiny_trunk, stride_con
 
 
 @pytest.fixture
-def tiny_row(monkeypatch):
+def tiny_row():
     """The table with one more row, for this test only."""
-    monkeypatch.setattr(backbones, "BACKBONES", dict(backbones.BACKBONES))
-    return register_backbone(TINY)
+    yield register_backbone(TINY)
+    del backbones.BACKBONES[TINY.name]
 
 
 def test_built_in_rows():

@@ -26,8 +26,9 @@ Adding a backbone is one row plus its builder: `register_backbone(BackboneSpec(.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from lpn_edge.errors import LpnEdgeError
 
@@ -98,6 +99,11 @@ def register_backbone(spec: BackboneSpec, replace: bool = False) -> BackboneSpec
 
 def backbone_names() -> tuple[str, ...]:
     return tuple(BACKBONES)
+
+
+def backbone_specs() -> tuple[BackboneSpec, ...]:
+    """Every row, in registration order (read the table through this, not a copy of it taken at import)."""
+    return tuple(BACKBONES.values())
 
 
 def backbone_spec(name: str, what: str = "backbone") -> BackboneSpec:

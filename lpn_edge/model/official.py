@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 
 from lpn_edge.config import ModelConfig, RunConfig
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.model.backbones import BACKBONES, BackboneSpec, backbone_spec
+from lpn_edge.model.backbones import BackboneSpec, backbone_names, backbone_spec, backbone_specs
 
 _TRUNK_PREFIX = re.compile(r"^model_(\d)\.(.+)$")  # model_<i>.<official_prefix of the backbone><trunk key>
 _CLASSIFIER = re.compile(r"^classifier(\d+)\.(.+)$")
@@ -35,7 +35,8 @@ _GLOBAL_HEAD = re.compile(r"^classifier\.")
 @dataclass
 class ConversionReport:
     config: RunConfig
-    settings_source: dict[str, str] = field(default_factory=dict)  # setting -> "weights" | "opts.yaml" | "option" | "default"
+    # setting -> "weights" | "opts.yaml" | "option" | "default"
+    settings_source: dict[str, str] = field(default_factory=dict)
     ignored_keys: list[str] = field(default_factory=list)
     dropped_duplicate: str | None = None
 
@@ -99,7 +100,7 @@ def _signature(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]
     return {k: v for k, v in shapes.items() if not k.endswith("num_batches_tracked")}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _trunk_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
     """The parameter and buffer shapes of the row's trunk, built on the meta device (no memory, no init cost)."""
     with torch.device("meta"):
@@ -112,7 +113,7 @@ def _infer_backbone(trunk: dict[str, torch.Tensor], source: str | Path) -> str:
 
     Without an exact match, the row sharing the most (name, shape) pairs: loading then lists what differs."""
     overlap: dict[str, int] = {}
-    for spec in BACKBONES.values():
+    for spec in backbone_specs():
         keys = {rest: _trunk_key(spec, rest) for rest in trunk}
         shapes = _signature({key: tuple(trunk[rest].shape) for rest, key in keys.items() if key is not None})
         wanted = _trunk_shapes(spec)
@@ -125,7 +126,7 @@ def _infer_backbone(trunk: dict[str, torch.Tensor], source: str | Path) -> str:
     best = max(overlap, key=overlap.get)
     if overlap[best] == 0:
         raise LpnEdgeError(f"{source}: the model_1 trunk ({len(trunk)} tensors, e.g. {', '.join(list(trunk)[:3])}) "
-                           f"is none of the known backbones ({', '.join(BACKBONES)})")
+                           f"is none of the known backbones ({', '.join(backbone_names())})")
     return best
 
 
@@ -152,7 +153,8 @@ def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] |
     head_weight = state.get("classifier0.add_block.0.weight")
     classes_weight = state.get("classifier0.classifier.0.weight")
     if head_weight is None or classes_weight is None:
-        raise LpnEdgeError("official state_dict lacks classifier0.add_block.0.weight or classifier0.classifier.0.weight")
+        raise LpnEdgeError("official state_dict lacks classifier0.add_block.0.weight or "
+                           "classifier0.classifier.0.weight")
     backbone = _infer_backbone(trunks[1], source)
     spec = backbone_spec(backbone)
     pool_from_weights = "avg+max" if head_weight.shape[1] == 2 * spec.out_channels else None
@@ -162,10 +164,7 @@ def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] |
         raise LpnEdgeError("cannot tell a two-view model from a three-view model whose shared model_3 keys were "
                            "dropped: pass --views 2|3 or --opts opts.yaml")
     shared_partner = 3 if views == 3 else 2
-    if shared_partner in trunks:
-        share_from_weights = _same(trunks[1], trunks[shared_partner])
-    else:
-        share_from_weights = True
+    share_from_weights = _same(trunks[1], trunks[shared_partner]) if shared_partner in trunks else True
     share = bool(setting("share_weights", "share", share_from_weights, None))
     parts = int(setting("parts", "block", parts_in_weights, None))
     # Conv strides leave the weight shapes unchanged, so a ResNet's stride cannot come from the tensors. Backbones
@@ -252,7 +251,8 @@ def convert_official(src: str | Path, opts_path: str | Path | None = None, **opt
                        for k in mapped if k in expected and mapped[k].shape != expected[k].shape)
     if missing or unexpected or misshaped:
         def listing(name: str, keys: list[str]) -> str:
-            return f"{len(keys)} {name}" + (f" ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})" if keys else "")
+            more = ", ..." if len(keys) > 5 else ""
+            return f"{len(keys)} {name}" + (f" ({', '.join(keys[:5])}{more})" if keys else "")
         raise LpnEdgeError(
             f"{src} does not match a {config.views}-view {config.backbone} LPN with {config.parts} parts: "
             f"{listing('missing', missing)}; {listing('unexpected', unexpected)}; {listing('mis-shaped', misshaped)}"

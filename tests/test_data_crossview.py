@@ -93,7 +93,9 @@ def test_cvact_mat_indices_are_one_based(tmp_path, monkeypatch):
     (root / "ACT_data.mat").write_bytes(b"stub")
 
     def loadmat(path):  # the structure scipy.io.loadmat returns for ACT_data.mat
-        struct = lambda name, values: np.array([[(np.array(values).reshape(-1, 1),)]], dtype=[(name, "O")])
+        def struct(name, values):
+            return np.array([[(np.array(values).reshape(-1, 1),)]], dtype=[(name, "O")])
+
         return {"panoIds": np.array(["k0", "k1", "k2"]), "trainSet": struct("trainInd", [3, 1]),
                 "valSet": struct("valInd", [2])}
 

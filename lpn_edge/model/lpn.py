@@ -51,7 +51,8 @@ class LPN(nn.Module):
     @staticmethod
     def _branches(config: ModelConfig) -> dict[str, str]:
         if config.views == 3:
-            return {"satellite": "satellite", "drone": "satellite" if config.share_weights else "drone", "ground": "ground"}
+            drone = "satellite" if config.share_weights else "drone"
+            return {"satellite": "satellite", "drone": drone, "ground": "ground"}
         return {"satellite": "satellite", "ground": "satellite" if config.share_weights else "ground"}
 
     @property

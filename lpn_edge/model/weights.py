@@ -45,7 +45,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise LpnEdgeError(f"backbone weights file {path} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise LpnEdgeError(f"cannot read backbone weights {path}: not a torch state_dict ({type(exc).__name__})") from None
+        raise LpnEdgeError(
+            f"cannot read backbone weights {path}: not a torch state_dict ({type(exc).__name__})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

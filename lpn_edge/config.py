@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.model.backbones import backbone_spec
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16")
 POOLS = ("avg", "max", "avg+max")
 # ring: square rings from the centre outwards (the paper); ring_outer_first: the same rings listed from the border
 # inwards (the authors' two-view CVUSA/CVACT satellite branch); row / column: equal strips (panoramas).
@@ -26,7 +26,7 @@ VIEWS = ("satellite", "drone", "ground")
 class ModelConfig:
     """What defines the network (and so the checkpoint's shapes)."""
 
-    backbone: str = "resnet50"
+    backbone: str = "resnet50"  # a row of the backbone table (lpn_edge.model.backbones)
     stride: int = 1  # 1: layer4 keeps 1/16 resolution (256 px -> 16x16 map); 2: torchvision default (1/32)
     parts: int = 4  # n, the number of partition parts (1 = global pooling, the paper's baseline)
     pool: str = "avg"
@@ -40,7 +40,7 @@ class ModelConfig:
     image_size: tuple[int, int] = (256, 256)  # (H, W) the model is trained and exported at
 
     def __post_init__(self) -> None:
-        _check_choice("model.backbone", self.backbone, BACKBONES)
+        backbone_spec(self.backbone, "model.backbone")
         _check_choice("model.pool", self.pool, POOLS)
         _check_choice("model.stride", self.stride, (1, 2))
         _check_choice("model.views", self.views, (2, 3))

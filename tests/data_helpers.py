@@ -90,3 +90,26 @@ def mean_color(tensor_or_image) -> np.ndarray:
 
     array = tensor_or_image.numpy().reshape(3, -1).mean(axis=1)
     return (array * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255.0
+
+
+def make_cvusa_raw(root: Path, keys_by_split: dict[str, Sequence[str]]) -> Path:
+    """bingmap/19/<key>.jpg (solid colour coding the key), streetview/panos/<key>.jpg, splits/*-19zl.csv."""
+    for split, keys in keys_by_split.items():
+        rows = []
+        for key in keys:
+            value = int(key) * 20
+            save(solid((value, 0, 0)), root / "bingmap" / "19" / f"{key}.jpg", quality=95)
+            save(solid((0, value, 0), (48, 12)), root / "streetview" / "panos" / f"{key}.jpg", quality=95)
+            rows.append(f"bingmap/19/{key}.jpg,streetview/panos/{key}.jpg,streetview/annotations/{key}.png\n")
+        (root / "splits").mkdir(parents=True, exist_ok=True)
+        (root / "splits" / f"{split}-19zl.csv").write_text("".join(rows))
+    return root
+
+
+def make_cvact_raw(root: Path, keys: Sequence[str]) -> Path:
+    """ANU_data_small/satview_polish/<key>_satView_polish.jpg and streetview/<key>_grdView.jpg (noise images)."""
+    images = root / "ANU_data_small"
+    for i, key in enumerate(keys):
+        save(noise_image(i), images / "satview_polish" / f"{key}_satView_polish.jpg")
+        save(noise_image(100 + i, (48, 12)), images / "streetview" / f"{key}_grdView.jpg")
+    return root

@@ -22,7 +22,8 @@ def test_paper_recipe_values():
     import lpn_edge
 
     paper = load_config(Path(lpn_edge.__file__).parent / "configs" / "university1652.yaml")
-    assert (paper.model.backbone, paper.model.stride, paper.model.parts, paper.model.dropout) == ("resnet50", 1, 4, 0.75)
+    model = paper.model
+    assert (model.backbone, model.stride, model.parts, model.dropout) == ("resnet50", 1, 4, 0.75)
     assert paper.model.share_weights and paper.model.views == 3 and paper.data.use_google
     assert (paper.train.lr_backbone, paper.train.lr_head, paper.train.lr_steps) == (0.001, 0.01, (80,))
     authors = load_config(Path(lpn_edge.__file__).parent / "configs" / "university1652-authors.yaml")

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from data_helpers import make_class_tree, mean_color, noise_image, save, solid, write_broken
+from data_helpers import make_class_tree, make_cvact_raw, make_cvusa_raw, mean_color, noise_image, write_broken
 from PIL import Image
 
 from lpn_edge.data.check import check_dataset
@@ -16,20 +16,6 @@ from lpn_edge.data.crossview import CrossViewPairs, list_pairs
 from lpn_edge.data.polar import polar_grid, polar_transform
 from lpn_edge.data.transforms import eval_transform
 from lpn_edge.errors import LpnEdgeError
-
-
-def make_cvusa_raw(root, keys_by_split):
-    """bingmap/19/<key>.jpg (solid colour coding the key), streetview/panos/<key>.jpg, splits/*-19zl.csv."""
-    for split, keys in keys_by_split.items():
-        rows = []
-        for key in keys:
-            value = int(key) * 20
-            save(solid((value, 0, 0)), root / "bingmap" / "19" / f"{key}.jpg", quality=95)
-            save(solid((0, value, 0), (48, 12)), root / "streetview" / "panos" / f"{key}.jpg", quality=95)
-            rows.append(f"bingmap/19/{key}.jpg,streetview/panos/{key}.jpg,streetview/annotations/{key}.png\n")
-        (root / "splits").mkdir(parents=True, exist_ok=True)
-        (root / "splits" / f"{split}-19zl.csv").write_text("".join(rows))
-    return root
 
 
 def test_cvusa_raw_pairs_match_by_row(tmp_path):
@@ -82,14 +68,6 @@ def test_cvusa_prepared_pairs_by_id(tmp_path):
     assert pairs[1].ground.parent.name == "0000002" and pairs[1].satellite.parent.parent.name == "satellite"
 
 
-def make_cvact_raw(root, keys):
-    images = root / "ANU_data_small"
-    for i, key in enumerate(keys):
-        save(noise_image(i), images / "satview_polish" / f"{key}_satView_polish.jpg")
-        save(noise_image(100 + i, (48, 12)), images / "streetview" / f"{key}_grdView.jpg")
-    return root
-
-
 def test_cvact_raw_with_text_splits(tmp_path):
     root = make_cvact_raw(tmp_path / "cvact", ["aaa", "bbb", "ccc"])
     (root / "splits").mkdir()
@@ -115,7 +93,9 @@ def test_cvact_mat_indices_are_one_based(tmp_path, monkeypatch):
     (root / "ACT_data.mat").write_bytes(b"stub")
 
     def loadmat(path):  # the structure scipy.io.loadmat returns for ACT_data.mat
-        struct = lambda name, values: np.array([[(np.array(values).reshape(-1, 1),)]], dtype=[(name, "O")])
+        def struct(name, values):
+            return np.array([[(np.array(values).reshape(-1, 1),)]], dtype=[(name, "O")])
+
         return {"panoIds": np.array(["k0", "k1", "k2"]), "trainSet": struct("trainInd", [3, 1]),
                 "valSet": struct("valInd", [2])}
 

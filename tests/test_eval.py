@@ -153,7 +153,7 @@ def _embed_folder(model, folder, view, names):
 def test_view_folder_layout_equals_the_protocol_written_out(checkpoint, tmp_path):
     """14 locations (R@10 is not 1 by construction): both tasks equal the plain per-query loop of test_metrics."""
     from data_helpers import make_class_tree
-    from test_metrics import loop_evaluation
+    from metrics_helpers import loop_evaluation
 
     from lpn_edge import load_model
 

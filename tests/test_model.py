@@ -2,12 +2,11 @@ import math
 
 import pytest
 import torch
+from conftest import randomise_batchnorm
 
 from lpn_edge.config import ModelConfig
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.model import LPN, build_model
-
-from conftest import randomise_batchnorm
 
 
 def tiny(**overrides):

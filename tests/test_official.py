@@ -4,15 +4,14 @@ import pytest
 import torch
 import torchvision
 import yaml
+from conftest import randomise_batchnorm
+from reference_lpn import official_embedding, official_two_view_embedding
 from typer.testing import CliRunner
 
 import lpn_edge
 from lpn_edge.cli import app
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.model.official import convert_official
-
-from conftest import randomise_batchnorm
-from reference_lpn import official_embedding, official_two_view_embedding
 
 
 def official_resnet(arch: str, stride: int, seed: int) -> torch.nn.Module:
@@ -161,7 +160,8 @@ def test_stride_is_required_without_opts_yaml(tmp_path):
     (tmp_path / "opts.yaml").write_text(yaml.safe_dump({"block": 2, "views": 3, "share": True}))  # no stride key
     with pytest.raises(LpnEdgeError, match="--stride"):
         convert_official(tmp_path / "net_059.pth", tmp_path / "opts.yaml")
-    result = CliRunner().invoke(app, ["convert-official", str(tmp_path / "net_059.pth"), "--out", str(tmp_path / "o.pt")])
+    command = ["convert-official", str(tmp_path / "net_059.pth"), "--out", str(tmp_path / "o.pt")]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 2 and "net_059.pth" in result.output and "--stride" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o.pt").exists()
     model, report = convert_official(tmp_path / "net_059.pth", stride=2)
@@ -184,7 +184,8 @@ def test_two_view_vgg16_conversion(tmp_path):
     state = {f"model_1.model.features.{k}": v for k, v in satellite.state_dict().items()}
     state.update({f"model_2.model.features.{k}": v for k, v in ground.state_dict().items()})
     # the authors' trunks keep VGG's ImageNet classifier, unused by LPN (tiny stand-ins keep the test light)
-    state.update({"model_1.model.classifier.0.weight": torch.zeros(2, 2), "model_2.model.classifier.0.bias": torch.zeros(2)})
+    state.update({"model_1.model.classifier.0.weight": torch.zeros(2, 2),
+                  "model_2.model.classifier.0.bias": torch.zeros(2)})
     for i in range(8):
         state[f"classifier{i}.add_block.0.weight"] = torch.randn(512, 512) * 0.02
         state[f"classifier{i}.add_block.0.bias"] = torch.zeros(512)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from reference_lpn import official_square_ring_avg
 
 from lpn_edge.model.partition import partition_masks, partition_matrix, pool_parts, pool_parts_matmul, ring_resized_size

@@ -233,7 +233,7 @@ def test_sigterm_to_one_torchrun_rank_stops_all_and_saves(world, tmp_path):
 
 
 def test_two_view_cvusa_training_and_evaluation(tmp_path):
-    from test_data_crossview import make_cvusa_raw
+    from data_helpers import make_cvusa_raw
 
     from lpn_edge.eval.evaluate import EvalOptions, evaluate
 
@@ -251,7 +251,7 @@ def test_two_view_cvusa_training_and_evaluation(tmp_path):
     assert set(report.metrics) == {"ground2sat", "sat2ground"}
     # The protocol written out (test_metrics' plain loop) on embeddings of the val files, pair i = label i; with
     # 14 pairs R@10 is not 1 by construction.
-    from test_metrics import loop_evaluation
+    from metrics_helpers import loop_evaluation
 
     from lpn_edge import load_model
     from lpn_edge.data.images import load_rgb

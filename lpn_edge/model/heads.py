@@ -15,7 +15,9 @@ class ClassBlock(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, dropout: float, bottleneck: int = 512) -> None:
         super().__init__()
-        self.add_block = nn.Sequential(nn.Linear(in_features, bottleneck), nn.BatchNorm1d(bottleneck), nn.Dropout(dropout))
+        self.add_block = nn.Sequential(
+            nn.Linear(in_features, bottleneck), nn.BatchNorm1d(bottleneck), nn.Dropout(dropout)
+        )
         self.classifier = nn.Sequential(nn.Linear(bottleneck, num_classes))
         # The authors' initialisation: Kaiming (fan_out) for the bottleneck, N(1, 0.02) BN scale, N(0, 0.001) logits.
         nn.init.kaiming_normal_(self.add_block[0].weight, a=0, mode="fan_out")

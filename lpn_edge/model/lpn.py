@@ -9,7 +9,7 @@ from torch import nn
 
 from lpn_edge.config import ModelConfig
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.model.backbones import OUT_CHANNELS, build_backbone, feature_stride
+from lpn_edge.model.backbones import backbone_spec, build_backbone
 from lpn_edge.model.heads import ClassBlock
 from lpn_edge.model.partition import partition_matrix, pool_parts, pool_parts_matmul
 
@@ -33,7 +33,8 @@ class LPN(nn.Module):
         self.backbones = nn.ModuleDict(
             {name: build_backbone(config.backbone, config.stride) for name in dict.fromkeys(self.branch_of.values())}
         )
-        in_features = OUT_CHANNELS[config.backbone] * (2 if config.pool == "avg+max" else 1)
+        spec = backbone_spec(config.backbone)
+        in_features = spec.out_channels * (2 if config.pool == "avg+max" else 1)
         self.classifiers = nn.ModuleList(
             ClassBlock(in_features, config.num_classes, config.dropout, config.bottleneck) for _ in range(config.parts)
         )
@@ -41,7 +42,7 @@ class LPN(nn.Module):
         # ONNX exporter cannot trace their construction: they read Python floats off tensors), and held as
         # non-persistent buffers: `.to(device)` moves them once, and state_dict keys stay those of the weights.
         # Stored in the default dtype (float32): a model cast to float64 pools with float32-rounded weights.
-        stride = feature_stride(config.backbone, config.stride)
+        stride = spec.feature_stride(config.stride)
         self.pooling_map_size = tuple(-(-side // stride) for side in config.image_size)
         for kind in dict.fromkeys((config.satellite_partition, config.ground_partition)):
             weights = partition_matrix(kind, *self.pooling_map_size, config.parts).to(torch.get_default_dtype())
@@ -50,7 +51,8 @@ class LPN(nn.Module):
     @staticmethod
     def _branches(config: ModelConfig) -> dict[str, str]:
         if config.views == 3:
-            return {"satellite": "satellite", "drone": "satellite" if config.share_weights else "drone", "ground": "ground"}
+            drone = "satellite" if config.share_weights else "drone"
+            return {"satellite": "satellite", "drone": drone, "ground": "ground"}
         return {"satellite": "satellite", "ground": "satellite" if config.share_weights else "ground"}
 
     @property

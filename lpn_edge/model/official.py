@@ -8,12 +8,16 @@ layer4 stride changes no weight shape, so without opts.yaml it must be given (th
 Their two-view models pool the satellite image with rings listed from the border inwards and the ground panorama
 with rows, except with shared weights, where the ground branch is the satellite branch itself (rings too); their
 three-view models use centre-outwards rings for every view.
+
+The backbone is the row of the backbone table (`lpn_edge.model.backbones`) whose trunk has exactly the tensor names
+and shapes under `model_1.<its official_prefix>`, the ImageNet classifier keys of the row aside.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +25,18 @@ import torch
 
 from lpn_edge.config import ModelConfig, RunConfig
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.model.backbones import BackboneSpec, backbone_names, backbone_spec, backbone_specs
 
-_TRUNK_PREFIX = re.compile(r"^model_(\d)\.model\.(.+)$")
+_TRUNK_PREFIX = re.compile(r"^model_(\d)\.(.+)$")  # model_<i>.<official_prefix of the backbone><trunk key>
 _CLASSIFIER = re.compile(r"^classifier(\d+)\.(.+)$")
 _GLOBAL_HEAD = re.compile(r"^classifier\.")
-# Parameters of the torchvision classifiers the authors kept inside their trunks but never call.
-_UNUSED_TRUNK_KEYS = re.compile(r"^(fc|classifier)\.")
 
 
 @dataclass
 class ConversionReport:
     config: RunConfig
-    settings_source: dict[str, str] = field(default_factory=dict)  # setting -> "weights" | "opts.yaml" | "option" | "default"
+    # setting -> "weights" | "opts.yaml" | "option" | "default"
+    settings_source: dict[str, str] = field(default_factory=dict)
     ignored_keys: list[str] = field(default_factory=list)
     dropped_duplicate: str | None = None
 
@@ -82,12 +86,48 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _infer_backbone(trunk: dict[str, torch.Tensor]) -> str:
-    if any(k.startswith("features.") for k in trunk):
-        return "vgg16"
-    if "layer1.0.conv3.weight" in trunk:
-        return "resnet50"
-    return "resnet34" if "layer3.5.conv1.weight" in trunk else "resnet18"
+def _trunk_key(spec: BackboneSpec, rest: str) -> str | None:
+    """Our trunk key for the part of an official key after `model_<i>.`; None for the unused ImageNet classifier
+    (the authors' trunks keep it but never call it); `rest` itself when it is not under the backbone's prefix."""
+    if not rest.startswith(spec.official_prefix):
+        return rest
+    key = rest[len(spec.official_prefix):]
+    return None if key.startswith(spec.classifier_prefixes) else key
+
+
+def _signature(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    # Checkpoints of PyTorch < 0.4.1 lack BatchNorm's num_batches_tracked; the loading step reports such gaps.
+    return {k: v for k, v in shapes.items() if not k.endswith("num_batches_tracked")}
+
+
+@cache
+def _trunk_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
+    """The parameter and buffer shapes of the row's trunk, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        trunk = spec.builder(spec)  # strides change no shape
+    return _signature({k: tuple(v.shape) for k, v in trunk.state_dict().items()})
+
+
+def _infer_backbone(trunk: dict[str, torch.Tensor], source: str | Path) -> str:
+    """The registered backbone whose trunk has exactly the names and shapes of the official `model_1` trunk.
+
+    Without an exact match, the row sharing the most (name, shape) pairs: loading then lists what differs."""
+    overlap: dict[str, int] = {}
+    for spec in backbone_specs():
+        keys = {rest: _trunk_key(spec, rest) for rest in trunk}
+        shapes = _signature({key: tuple(trunk[rest].shape) for rest, key in keys.items() if key is not None})
+        wanted = _trunk_shapes(spec)
+        overlap[spec.name] = -1 if shapes == wanted else sum(wanted.get(k) == v for k, v in shapes.items())
+    exact = [name for name, common in overlap.items() if common == -1]
+    if len(exact) > 1:
+        raise LpnEdgeError(f"{source}: the model_1 trunk fits several backbones ({', '.join(exact)})")
+    if exact:
+        return exact[0]
+    best = max(overlap, key=overlap.get)
+    if overlap[best] == 0:
+        raise LpnEdgeError(f"{source}: the model_1 trunk ({len(trunk)} tensors, e.g. {', '.join(list(trunk)[:3])}) "
+                           f"is none of the known backbones ({', '.join(backbone_names())})")
+    return best
 
 
 def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] | None = None,
@@ -113,28 +153,25 @@ def official_model_config(state: dict[str, torch.Tensor], opts: dict[str, Any] |
     head_weight = state.get("classifier0.add_block.0.weight")
     classes_weight = state.get("classifier0.classifier.0.weight")
     if head_weight is None or classes_weight is None:
-        raise LpnEdgeError("official state_dict lacks classifier0.add_block.0.weight or classifier0.classifier.0.weight")
-    backbone = _infer_backbone(trunks[1])
-    from lpn_edge.model.backbones import OUT_CHANNELS
-
-    pool_from_weights = "avg+max" if head_weight.shape[1] == 2 * OUT_CHANNELS[backbone] else None
+        raise LpnEdgeError("official state_dict lacks classifier0.add_block.0.weight or "
+                           "classifier0.classifier.0.weight")
+    backbone = _infer_backbone(trunks[1], source)
+    spec = backbone_spec(backbone)
+    pool_from_weights = "avg+max" if head_weight.shape[1] == 2 * spec.out_channels else None
     views_from_weights = 3 if 3 in trunks else None
     views = int(setting("views", "views", views_from_weights, None) or 0)
     if views not in (2, 3):
         raise LpnEdgeError("cannot tell a two-view model from a three-view model whose shared model_3 keys were "
                            "dropped: pass --views 2|3 or --opts opts.yaml")
     shared_partner = 3 if views == 3 else 2
-    if shared_partner in trunks:
-        share_from_weights = _same(trunks[1], trunks[shared_partner])
-    else:
-        share_from_weights = True
+    share_from_weights = _same(trunks[1], trunks[shared_partner]) if shared_partner in trunks else True
     share = bool(setting("share_weights", "share", share_from_weights, None))
     parts = int(setting("parts", "block", parts_in_weights, None))
-    # Conv strides leave the weight shapes unchanged, so a ResNet's stride cannot come from the tensors. The
-    # authors' VGG16 nets ignore the option (their layer4 stride code is commented out).
-    stride = setting("stride", "stride", None, 1 if backbone == "vgg16" else None)
+    # Conv strides leave the weight shapes unchanged, so a ResNet's stride cannot come from the tensors. Backbones
+    # without a stride rule ignore the option (the authors' VGG16 nets: their layer4 stride code is commented out).
+    stride = setting("stride", "stride", None, None if spec.stride_convs else 1)
     if stride is None:
-        raise LpnEdgeError(f"{source}: the ResNet layer4 stride is not in the weights"
+        raise LpnEdgeError(f"{source}: the {backbone} stride ({' + '.join(spec.stride_convs)}) is not in the weights"
                            f"{' nor in opts.yaml' if opts else ''}: pass --stride 1|2 (the authors' training scripts "
                            f"default to 2) or --opts with the run's opts.yaml")
     # two_view_net(share_weight=True) sets model_2 = model_1: street images then use the satellite rings.
@@ -164,19 +201,24 @@ def map_official_state_dict(state: dict[str, torch.Tensor], config: ModelConfig,
     if config.views == 2:
         trunk_branch = {1: "satellite", 2: "ground"}
     shared_duplicate = 3 if config.views == 3 else 2
+    spec = backbone_spec(config.backbone)
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         trunk_match, head_match = _TRUNK_PREFIX.match(key), _CLASSIFIER.match(key)
         if trunk_match:
             index, rest = int(trunk_match.group(1)), trunk_match.group(2)
-            if _UNUSED_TRUNK_KEYS.match(rest):
+            if not rest.startswith(spec.official_prefix):
+                mapped[key] = value  # not a trunk tensor: reported as unexpected
+                continue
+            trunk_key = _trunk_key(spec, rest)
+            if trunk_key is None:
                 report.ignored_keys.append(key)
                 continue
             if config.share_weights and index == shared_duplicate:
                 report.dropped_duplicate = f"model_{index}"
                 continue
             branch = trunk_branch.get(index)
-            mapped[f"backbones.{branch}.{rest}" if branch else key] = value
+            mapped[f"backbones.{branch}.{trunk_key}" if branch else key] = value
         elif head_match:
             mapped[f"classifiers.{head_match.group(1)}.{head_match.group(2)}"] = value
         else:
@@ -209,7 +251,8 @@ def convert_official(src: str | Path, opts_path: str | Path | None = None, **opt
                        for k in mapped if k in expected and mapped[k].shape != expected[k].shape)
     if missing or unexpected or misshaped:
         def listing(name: str, keys: list[str]) -> str:
-            return f"{len(keys)} {name}" + (f" ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})" if keys else "")
+            more = ", ..." if len(keys) > 5 else ""
+            return f"{len(keys)} {name}" + (f" ({', '.join(keys[:5])}{more})" if keys else "")
         raise LpnEdgeError(
             f"{src} does not match a {config.views}-view {config.backbone} LPN with {config.parts} parts: "
             f"{listing('missing', missing)}; {listing('unexpected', unexpected)}; {listing('mis-shaped', misshaped)}"

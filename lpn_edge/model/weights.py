@@ -10,22 +10,16 @@ import torch
 from torch import nn
 
 from lpn_edge.errors import LpnEdgeError
-
-# torchvision weight enums per backbone (VGG16 is the batch-norm variant the authors use).
-_IMAGENET = {
-    "resnet18": "ResNet18_Weights",
-    "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights",
-    "vgg16": "VGG16_BN_Weights",
-}
+from lpn_edge.model.backbones import backbone_spec
 
 
 def imagenet_cache_path(backbone: str) -> tuple[Path, str]:
-    """Where torchvision looks for the backbone's ImageNet weights, and the URL they come from."""
-    import torchvision
-
-    weights = getattr(torchvision.models, _IMAGENET[backbone]).IMAGENET1K_V1
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url), weights.url
+    """Where torch looks for the backbone's ImageNet weights (the table's `imagenet_url`), and that URL."""
+    spec = backbone_spec(backbone)
+    if spec.imagenet_url is None:
+        raise LpnEdgeError(f"no ImageNet weights are known for backbone {backbone}: pass --backbone-weights PATH "
+                           f"(a state_dict of the trunk) or none")
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.imagenet_url), spec.imagenet_url
 
 
 def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
@@ -51,7 +45,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise LpnEdgeError(f"backbone weights file {path} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise LpnEdgeError(f"cannot read backbone weights {path}: not a torch state_dict ({type(exc).__name__})") from None
+        raise LpnEdgeError(
+            f"cannot read backbone weights {path}: not a torch state_dict ({type(exc).__name__})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -60,11 +56,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_backbone_weights(trunk: nn.Module, backbone: str, source: str) -> None:
-    """Fill `trunk` from "imagenet" or a torchvision-style state_dict file; the classifier (fc.*) is ignored."""
+    """Fill `trunk` from "imagenet" or a torchvision-style state_dict file; the ImageNet classifier (the table's
+    `classifier_prefixes`: ResNet fc.*, VGG classifier.*) is not part of the trunk and is ignored."""
+    spec = backbone_spec(backbone)
     state = _imagenet_state_dict(backbone) if source == "imagenet" else _read_state_dict(Path(source))
     wanted = trunk.state_dict()
-    # The ImageNet classifier (ResNet fc.*, VGG classifier.*) is not part of the trunk.
-    usable = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    usable = {k: v for k, v in state.items() if not k.startswith(spec.classifier_prefixes)}
     missing = [k for k in wanted if k not in usable]
     unexpected = [k for k in usable if k not in wanted]
     mismatched = [k for k, v in usable.items() if k in wanted and v.shape != wanted[k].shape]

@@ -315,6 +315,43 @@ def index_tile(
     typer.echo(str(tile_orthophoto(orthophoto, out, tile_size, stride, size=size, bounds=bounds)))
 
 
+@index_app.command("info")
+@friendly_errors
+def index_info(
+    gallery: Path = typer.Argument(..., help="Gallery index (.lpnidx)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the checksum (sizes are still checked)."),
+):
+    """Print a gallery index's tile count, model fingerprint, view, dimension, dtype, size on disk and geographic
+    extent (latitude/longitude range and its span in km), and how many tiles lack coordinates.
+
+    Example: lpn-edge index info gallery.lpnidx
+    """
+    from lpn_edge.runtime.gallery import GalleryIndex, describe
+
+    with GalleryIndex.open(gallery, verify=not no_verify) as index:
+        typer.echo(describe(index))
+
+
+@index_app.command("merge")
+@friendly_errors
+def index_merge(
+    shards: list[Path] = typer.Argument(..., help="Gallery index files: the shards of one build (any order)."),
+    out: Path = typer.Option(..., "--out", help="The merged gallery index (.lpnidx) to write."),
+):
+    """Join gallery index shards (built with --shard K/N) into one index, in the order of the unsharded build.
+
+    All shards must come from the same model, view, dimension and dtype; indexes without shard information are
+    concatenated in the order given. Duplicate tile ids are refused.
+    Example: lpn-edge index merge gallery-0.lpnidx gallery-1.lpnidx --out gallery.lpnidx
+    """
+    from lpn_edge.runtime.gallery import GalleryIndex, merge
+
+    merge(shards, out)
+    with GalleryIndex.open(out, verify=False) as index:
+        typer.echo(f"merged {len(shards)} shards -> {out}: {index.count} tiles, model {index.fingerprint}, "
+                   f"view {index.view}, dim {index.dim}, {index.dtype}")
+
+
 def _register_stage_commands() -> None:
     # The export command lives with its stage; its module imports only typer, so --help stays instant.
     from lpn_edge.export.cli import export_command

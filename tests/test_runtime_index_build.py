@@ -214,3 +214,48 @@ def test_cli_build_info_and_exit_status(model, images, tmp_path, monkeypatch):
     bad_shard = runner.invoke(app, ["index", "build", "--model", str(model), "--images", str(folder), "--out",
                                     str(tmp_path / "c.lpnidx"), "--shard", "2/2"])
     assert bad_shard.exit_code == 2 and "0 <= K < N" in bad_shard.output
+
+
+SIGTERM_SCRIPT = """
+import sys, time, types
+sys.path.insert(0, {tests!r})
+from onnx_encoder import OnnxTestEncoder
+
+class Slow(OnnxTestEncoder):
+    def embed(self, images):
+        time.sleep(0.3)
+        return super().embed(images)
+
+sys.modules["lpn_edge.runtime.encoders"] = types.SimpleNamespace(open_encoder=lambda path, device=None: Slow(path))
+from lpn_edge.cli import app
+app(sys.argv[1:])
+"""
+
+
+def test_cli_build_stopped_by_sigterm_resumes(model, images, tmp_path):
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    folder, geo = images
+    reference = build_index(OnnxTestEncoder(model), folder, tmp_path / "ref.lpnidx", geo_csv=geo, **ARGS).out
+    out = tmp_path / "g.lpnidx"
+    script = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent))
+    command = [sys.executable, "-c", script, "index", "build", "--model", str(model), "--images", str(folder),
+               "--geo", str(geo), "--out", str(out), "--batch", "2", "--chunk", "3", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / "g.lpnidx.partial" / "journal.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.is_file() and '"0"' in journal.read_text():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr and not out.exists()
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert "reused from an earlier run" in finished.stdout
+    assert out.read_bytes() == reference.read_bytes()

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import mmap
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any

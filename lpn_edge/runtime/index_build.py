@@ -276,7 +276,7 @@ def build_index(encoder: Encoder, images_dir: str | Path, out: str | Path, geo_c
             skipped: list[list[Any]] = []  # [position, relative path, why]
             members = plan[number]
             for start in range(0, len(members), batch):
-                images, names = [], []
+                images = []
                 for position in members[start : start + batch]:
                     image, why = next(stream)
                     if image is None:
@@ -293,7 +293,7 @@ def build_index(encoder: Encoder, images_dir: str | Path, out: str | Path, geo_c
             embeddings = np.concatenate(rows) if rows else np.zeros((0, info.dim), np.float32)
             stored = embeddings.astype(storage)
             path = work / _chunk_name(number)
-            atomic_write(path, lambda tmp: _save_npy(tmp, stored))
+            atomic_write(path, lambda tmp, stored=stored: _save_npy(tmp, stored))
             done[number] = {"rows": len(stored), "skipped": skipped}
             journal["chunks"] = {str(k): done[k] for k in sorted(done)}
             atomic_write_text(work / JOURNAL, json.dumps(journal, indent=1, sort_keys=True) + "\n")

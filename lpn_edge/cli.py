@@ -315,6 +315,118 @@ def index_tile(
     typer.echo(str(tile_orthophoto(orthophoto, out, tile_size, stride, size=size, bounds=bounds)))
 
 
+@index_app.command("build")
+@friendly_errors
+def index_build(
+    model: Path = typer.Option(..., "--model", help="The embedding model: an exported artifact (.onnx, .engine, "
+                                                    "split .onnx) or a checkpoint (.pt, .pt2) of the gallery's view."),
+    images: Path = typer.Option(..., "--images", help="Folder of gallery images (searched recursively); tile id = "
+                                                      "relative path without extension."),
+    out: Path = typer.Option(..., "--out", help="The gallery index to write (.lpnidx)."),
+    geo: Optional[Path] = typer.Option(None, "--geo", help="CSV with id,latitude,longitude (lpn-edge synth and "
+                                                           "index tile write one); matched by tile id, file name or "
+                                                           "class folder."),
+    batch: int = typer.Option(32, "--batch", help="Images per encoder call."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: build every N-th image from offset K (merge "
+                                                              "the N shards with index merge)."),
+    fp32: bool = typer.Option(False, "--fp32", help="Store float32 embeddings (default float16: half the size)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out, or restart an unfinished build "
+                                                      "made with other arguments."),
+    device: Optional[str] = typer.Option(None, "--device", help="Where the encoder runs: cpu, cuda, tensorrt "
+                                                                "(default: the encoder's own choice)."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", help="Images per saved chunk (default 32 batches)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding threads (default: CPU count, "
+                                                                  "at most 8)."),
+):
+    """Embed a folder of gallery images and write a gallery index (fp16 embeddings, tile ids, latitude/longitude).
+
+    Images are decoded in background threads while the encoder runs; embeddings are saved in chunks in
+    OUT.partial/, so an interrupted build (Ctrl-C, SIGTERM, a crash) continues where it stopped when the same command
+    runs again. Unreadable images are named and skipped: the index holds the others and the exit status is 1.
+    Exit status 130 after an interruption.
+    Example: lpn-edge index build --model lpn-satellite.onnx --images tiles --geo tiles/geo.csv --out gallery.lpnidx
+    """
+    import signal
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lpn_edge.runtime.encoders import open_encoder  # the encoders of the runtime (ONNX Runtime, TensorRT, ...)
+    from lpn_edge.runtime.index_build import build_index, parse_shard
+
+    require_at_least(1, **{"--batch": batch, **({"--chunk": chunk} if chunk is not None else {}),
+                           **({"--workers": workers} if workers is not None else {})})
+    shard_pair = parse_shard(shard)
+    encoder = open_encoder(model, device=device) if device else open_encoder(model)
+
+    def stop(signum, frame):  # SIGTERM ends the build like Ctrl-C: finished chunks stay for the next run
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous = None
+    state = {"chunks": 0, "total": 0}
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                      TimeRemainingColumn(), transient=False) as bar:
+            task = bar.add_task(f"embedding {images}", total=None)
+
+            def progress(event) -> None:
+                state.update(chunks=event.chunks_done, total=event.chunks_total)
+                bar.update(task, total=event.images_total, completed=event.images_done)
+
+            report = build_index(encoder, images, out, geo_csv=geo, batch=batch, shard=shard_pair, progress=progress,
+                                 dtype="float32" if fp32 else "float16", force=force, chunk=chunk, workers=workers)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {state['chunks']} of {state['total']} chunks saved in {out}.partial; run the same "
+                   "command again to resume", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    typer.echo(report.summary())
+    if not report.ok:
+        typer.echo(f"warning: {len(report.skipped)} unreadable images skipped (listed above)", err=True)
+        raise typer.Exit(1)
+
+
+@index_app.command("info")
+@friendly_errors
+def index_info(
+    gallery: Path = typer.Argument(..., help="Gallery index (.lpnidx)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the checksum (sizes are still checked)."),
+):
+    """Print a gallery index's tile count, model fingerprint, view, dimension, dtype, size on disk and geographic
+    extent (latitude/longitude range and its span in km), and how many tiles lack coordinates.
+
+    Example: lpn-edge index info gallery.lpnidx
+    """
+    from lpn_edge.runtime.gallery import GalleryIndex, describe
+
+    with GalleryIndex.open(gallery, verify=not no_verify) as index:
+        typer.echo(describe(index))
+
+
+@index_app.command("merge")
+@friendly_errors
+def index_merge(
+    shards: list[Path] = typer.Argument(..., help="Gallery index files: the shards of one build (any order)."),
+    out: Path = typer.Option(..., "--out", help="The merged gallery index (.lpnidx) to write."),
+):
+    """Join gallery index shards (built with --shard K/N) into one index, in the order of the unsharded build.
+
+    All shards must come from the same model, view, dimension and dtype; indexes without shard information are
+    concatenated in the order given. Duplicate tile ids are refused.
+    Example: lpn-edge index merge gallery-0.lpnidx gallery-1.lpnidx --out gallery.lpnidx
+    """
+    from lpn_edge.runtime.gallery import GalleryIndex, merge
+
+    merge(shards, out)
+    with GalleryIndex.open(out, verify=False) as index:
+        typer.echo(f"merged {len(shards)} shards -> {out}: {index.count} tiles, model {index.fingerprint}, "
+                   f"view {index.view}, dim {index.dim}, {index.dtype}")
+
+
 def _register_stage_commands() -> None:
     # The export command lives with its stage; its module imports only typer, so --help stays instant.
     from lpn_edge.export.cli import export_command

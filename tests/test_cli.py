@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from lpn_edge.cli import app
 
 COMMANDS = ["", "data", "index", "demo", "inspect", "convert-official", "train", "eval", "synth", "export",
-            "data check", "index tile", "synth-flight"]
+            "data check", "index tile", "synth-flight",
+            "index build", "index info", "index merge"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -85,3 +85,227 @@ def exact_topk(query: np.ndarray, gallery: np.ndarray, k: int,
         best_indices, best_scores = _select(np.concatenate([best_scores, scores], 1),
                                             np.concatenate([best_indices, indices], 1), k)
     return np.ascontiguousarray(best_indices), np.ascontiguousarray(best_scores, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Engines: one `search(queries, k)` for numpy, FAISS and the GPU, same answer (see open_matcher)
+
+ENGINES = ("numpy", "faiss", "gpu", "auto")
+_F16_SCALE = np.float32(2.0**112)  # fp16 bits << 13 read as fp32 = the fp16 value * 2**-112, subnormals included
+_F16_MASK = np.int32(-0x70002000)  # 0x8FFFE000: sign, then the 15 exponent/mantissa bits at fp32 positions 27..13
+_BLOCK_ELEMENTS = 1 << 17  # rows x dim per scoring step: fits L2, and stays under OpenBLAS's threading threshold
+
+
+def _fp16_finite(gallery: np.ndarray, rows: int = 1 << 14) -> bool:
+    bits = gallery.view(np.int16) if gallery.flags.c_contiguous else None
+    for start in range(0, len(gallery), rows):
+        block = bits[start : start + rows] if bits is not None else \
+            np.ascontiguousarray(gallery[start : start + rows]).view(np.int16)
+        if ((block & 0x7C00) == 0x7C00).any():
+            return False
+    return True
+
+
+class NumpyMatcher:
+    """Exact top-k on the CPU with numpy + BLAS, bounded memory, any gallery numpy can slice (np.memmap, an index).
+
+    numpy has no fp16 arithmetic and its fp16 -> fp32 cast is scalar code (~2.5 ns per element), so an fp16 gallery
+    is read in blocks of ~128k elements (64 rows of 2048: L2-resident) whose fp16 bits are widened to fp32 bit
+    patterns with two integer ufuncs (value * 2**-112, exact) and multiplied with the query scaled by 2**112 (exact)
+    through sgemv / sgemm: the products and sums are the same float32 numbers as with an upcast gallery. Scores of
+    `block_scores` rows are kept and reduced to the running top-k (ties by ascending index, as exact_topk).
+    """
+
+    engine = "numpy"
+
+    def __init__(self, gallery: np.ndarray, *, block_rows: int | None = None, select_rows: int = 1 << 16) -> None:
+        gallery = gallery if hasattr(gallery, "dtype") else np.asarray(gallery)
+        check_gallery(gallery)
+        self.gallery = gallery
+        self.size, self.dim = gallery.shape
+        self.block_rows = block_rows or max(1, _BLOCK_ELEMENTS // max(1, self.dim))
+        self.select_rows = max(self.block_rows, select_rows)
+        if gallery.dtype == np.float16 and not _fp16_finite(gallery):
+            raise LpnEdgeError("gallery holds fp16 infinities or NaNs; expected finite unit-norm embeddings")
+        self._buffer = np.empty((self.block_rows, self.dim), np.int32)  # fp16 bits widened, read as float32
+
+    def scores(self, queries: np.ndarray, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """out[:, :stop - start] = float32 scores of (Q, D) queries against gallery rows start..stop-1."""
+        return _score(self.gallery, queries, start, stop, out, self._buffer)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) or (D,) float32 queries -> indices (Q, k) int64, scores (Q, k) float32, as exact_topk."""
+        queries = np.ascontiguousarray(_as_queries(query, self.dim))
+        if not 1 <= k <= self.size:
+            raise LpnEdgeError(f"k must be between 1 and the gallery size {self.size}; got {k}")
+        out = np.empty((len(queries), min(self.size, self.select_rows)), np.float32)
+        best_indices = np.zeros((len(queries), 0), np.int64)
+        best_scores = np.zeros((len(queries), 0), np.float32)
+        for start in range(0, self.size, self.select_rows):
+            stop = min(self.size, start + self.select_rows)
+            scores = self.scores(queries, start, stop, out)
+            if not np.isfinite(scores).all():
+                query_row, gallery_row = np.argwhere(~np.isfinite(scores))[0]
+                raise LpnEdgeError(f"score of query {query_row} with gallery row {start + gallery_row} is not "
+                                   "finite; expected finite embeddings of moderate size (unit norm)")
+            block_scores, block_indices = _block_candidates(scores, start, k)
+            best_indices, best_scores = _select(np.concatenate([best_scores, block_scores], 1),
+                                                np.concatenate([best_indices, block_indices], 1), k)
+        return np.ascontiguousarray(best_indices), np.ascontiguousarray(best_scores, dtype=np.float32)
+
+    def rescore(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(Q, m) float32 scores of each query with its own m gallery rows (indices (Q, m)), computed as `scores`."""
+        result = np.empty(rows.shape, np.float32)
+        for number, (query, picks) in enumerate(zip(queries, rows)):
+            order = np.argsort(picks, kind="stable")
+            picked = np.asarray(self.gallery[picks[order]])  # ascending rows: sequential reads of a memmap
+            out = np.empty((1, len(picks)), np.float32)
+            result[number, order] = _score(picked, query[None], 0, len(picks), out, self._buffer)[0]
+        return result
+
+
+def _score(gallery: np.ndarray, queries: np.ndarray, start: int, stop: int, out: np.ndarray,
+           buffer: np.ndarray) -> np.ndarray:
+    """out[:, :stop - start] = queries @ gallery[start:stop].T in float32, block by block (see NumpyMatcher)."""
+    block_rows = len(buffer)
+    fp16 = gallery.dtype == np.float16
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = queries * _F16_SCALE if fp16 else queries
+    if fp16 and not np.isfinite(scaled).all():  # |q| > 2**16: cannot scale, upcast instead
+        fp16, scaled = False, queries
+    wide = buffer.view(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for begin in range(start, stop, block_rows):
+            end = min(stop, begin + block_rows)
+            rows = gallery[begin:end]
+            if fp16:
+                bits = np.asarray(rows).view(np.int16)
+                np.left_shift(bits, 13, out=buffer[: end - begin], dtype=np.int32)  # sign-extended: 31..28 = sign
+                np.bitwise_and(buffer[: end - begin], _F16_MASK, out=buffer[: end - begin])
+                block = wide[: end - begin]
+            else:
+                block = np.asarray(rows, dtype=np.float32)
+            if len(queries) == 1:
+                np.dot(block, scaled[0], out=out[0, begin - start : end - start])
+            else:
+                out[:, begin - start : end - start] = scaled @ block.T
+    return out[:, : stop - start]
+
+
+def _block_candidates(scores: np.ndarray, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of (Q, m) block scores that can still be in the top k: those >= the block's k-th best (ties
+    included), as (Q, w) scores / gallery indices padded with -inf / int64 max. Linear time (argpartition)."""
+    count = scores.shape[1]
+    if count <= k:
+        return scores.copy(), np.broadcast_to(np.arange(start, start + count, dtype=np.int64), scores.shape)
+    part = np.argpartition(scores, count - k, axis=1)[:, count - k :]
+    kth = np.take_along_axis(scores, part, 1).min(1, keepdims=True)
+    keep = scores >= kth
+    rows, cols = np.nonzero(keep)  # row-major: each row's columns ascending
+    per_row = keep.sum(1)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    width = int(per_row.max())
+    block_scores = np.full((len(scores), width), -np.inf, np.float32)
+    block_indices = np.full((len(scores), width), np.iinfo(np.int64).max, np.int64)
+    block_scores[rows, slot] = scores[rows, cols]
+    block_indices[rows, slot] = cols + start
+    return block_scores, block_indices
+
+
+class FaissMatcher:
+    """Exact top-k with FAISS (the `[faiss]` extra): a flat inner-product index, then the numpy engine's rule.
+
+    fp32 galleries go into IndexFlatIP; fp16 galleries into a flat IndexScalarQuantizer(QT_fp16), which stores the
+    same fp16 values (decoded exactly to fp32, scored in fp32, half the memory of IndexFlatIP and ~2x faster, SIMD
+    F16C). FAISS orders ties its own way and sums in its own order, so its answer is only a candidate list: k + 16
+    candidates are rescored from the gallery exactly as the numpy engine scores them and ranked by the same rule;
+    while a candidate list's last FAISS score is not clearly below the k-th rescored score (a tie or a near-tie
+    runs across the boundary), FAISS is asked for twice as many. The gallery is copied into FAISS (memory).
+    """
+
+    engine = "faiss"
+
+    def __init__(self, gallery: np.ndarray, *, add_rows: int = 1 << 14, margin: int = 16) -> None:
+        import faiss  # the [faiss] extra
+
+        gallery = gallery if hasattr(gallery, "dtype") else np.asarray(gallery)
+        self._numpy = NumpyMatcher(gallery)
+        self.size, self.dim = gallery.shape
+        self.margin = margin
+        if gallery.dtype == np.float16:
+            self.index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
+                                                    faiss.METRIC_INNER_PRODUCT)
+        else:
+            self.index = faiss.IndexFlatIP(self.dim)
+        largest = 0.0
+        for start in range(0, self.size, add_rows):
+            rows = np.ascontiguousarray(gallery[start : start + add_rows], dtype=np.float32)
+            largest = max(largest, float(np.sqrt((rows.astype(np.float64) ** 2).sum(1).max())) if len(rows) else 0)
+            self.index.add(rows)
+        self.largest_norm = largest
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) or (D,) float32 queries -> indices (Q, k) int64, scores (Q, k) float32, as the numpy engine."""
+        queries = np.ascontiguousarray(_as_queries(query, self.dim))
+        if not 1 <= k <= self.size:
+            raise LpnEdgeError(f"k must be between 1 and the gallery size {self.size}; got {k}")
+        # bound on |FAISS score - numpy score| (two float32 sums of the same D products, Cauchy-Schwarz)
+        tolerance = 2 * self.dim * 2.0**-24 * np.linalg.norm(queries.astype(np.float64), axis=1) * self.largest_norm
+        wanted = min(self.size, k + self.margin)
+        while True:
+            faiss_scores, candidates = self.index.search(queries, wanted)
+            if (candidates < 0).any():
+                raise LpnEdgeError("FAISS returned fewer candidates than asked; the gallery holds non-finite values?")
+            scores = self._numpy.rescore(queries, candidates)
+            indices, best = _select(scores, candidates.astype(np.int64), k)
+            settled = faiss_scores[:, -1].astype(np.float64) < best[:, -1].astype(np.float64) - tolerance
+            if wanted == self.size or settled.all():
+                return np.ascontiguousarray(indices), np.ascontiguousarray(best, dtype=np.float32)
+            wanted = min(self.size, 2 * wanted)
+
+
+class GpuEngine:
+    """The GPU top-k of cuda_kernels (GpuMatcher: fp16 gallery on the device, k <= 64), behind the same search()."""
+
+    engine = "gpu"
+
+    def __init__(self, gallery: np.ndarray, **options) -> None:
+        from lpn_edge.runtime.cuda_kernels import GpuMatcher
+
+        self.matcher = GpuMatcher(gallery, **options)
+        self.size, self.dim = self.matcher.size, self.matcher.dim
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.matcher.search(query, k)
+
+
+def open_matcher(gallery: np.ndarray, engine: str = "auto", **options):
+    """A matcher over a (G, D) float16/float32 gallery (an array, np.memmap or GalleryIndex.embeddings) with
+    `.search(queries (Q, D) float32, k) -> (indices (Q, k) int64, scores (Q, k) float32)` and `.engine`.
+
+    engine: "numpy" (CPU, always there), "faiss" (the [faiss] extra), "gpu" (pycuda or cuda-python and a CUDA
+    device; the gallery is held in fp16) or "auto": the GPU when one answers, else FAISS when installed, else numpy.
+    All engines return the same indices and scores: higher score first, equal scores by ascending gallery index
+    (identical whenever the float32 scores are exact; otherwise engines can disagree only where two scores agree to
+    the last float32 bits, since their summation orders differ). A requested engine that is missing is an error.
+    """
+    if engine not in ENGINES:
+        raise LpnEdgeError(f"matching engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if engine == "numpy":
+        return NumpyMatcher(gallery, **options)
+    if engine == "faiss":
+        try:
+            return FaissMatcher(gallery, **options)
+        except ImportError:
+            raise LpnEdgeError("matching engine 'faiss' needs the faiss package: pip install \"lpn-edge[faiss]\" "
+                               "(faiss-cpu)") from None
+    if engine == "gpu":
+        return GpuEngine(gallery, **options)
+    try:
+        return GpuEngine(gallery)
+    except (LpnEdgeError, ImportError):
+        pass
+    try:
+        return FaissMatcher(gallery)
+    except ImportError:
+        return NumpyMatcher(gallery)

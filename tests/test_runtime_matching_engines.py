@@ -1,0 +1,123 @@
+"""The matching engines behind open_matcher (numpy, FAISS, GPU) return identical top-k, ties included."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from lpn_edge.errors import LpnEdgeError
+from lpn_edge.runtime.matching import NumpyMatcher, exact_topk, open_matcher
+
+HAS_FAISS = importlib.util.find_spec("faiss") is not None
+
+
+def _gpu_available() -> bool:
+    try:
+        from lpn_edge.runtime.cuda_kernels import open_backend
+
+        open_backend()
+        return True
+    except Exception:  # noqa: BLE001 - no binding, no device, no driver
+        return False
+
+
+def available_engines() -> list[str]:
+    return ["numpy"] + (["faiss"] if HAS_FAISS else []) + (["gpu"] if _gpu_available() else [])
+
+
+def tied_gallery(dtype, size=2000, dim=48, seed=0):
+    """Values k/8 with |k| <= 4: exact in fp16, and every product and sum is exact in float32 whatever the order,
+    so all engines must agree to the bit. Many equal scores: duplicated rows and a small value range."""
+    generator = np.random.default_rng(seed)
+    gallery = generator.integers(-4, 5, (size, dim)).astype(np.float32) / 8
+    gallery[100:160] = gallery[7]  # 61 copies of one row: a tie that runs across k + the FAISS margin
+    gallery[-30:] = gallery[7]
+    gallery[500:520] = 0.0  # zeros and negative zeros
+    gallery[510:520] = -0.0
+    queries = generator.integers(-4, 5, (6, dim)).astype(np.float32) / 8
+    queries[0] = gallery[7]  # its best match is the 61-times tied row
+    queries[5] = 0.0  # every score 0: the top-k is rows 0..k-1
+    return gallery.astype(dtype), queries
+
+
+def brute_force(queries, gallery, k):
+    scores = queries.astype(np.float64) @ gallery.astype(np.float64).T  # exact for the tied gallery
+    order = np.lexsort((np.broadcast_to(np.arange(len(gallery)), scores.shape), -scores), axis=-1)[:, :k]
+    return order, np.take_along_axis(scores, order, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_all_engines_agree_on_a_gallery_with_ties(dtype):
+    gallery, queries = tied_gallery(dtype)
+    engines = {name: open_matcher(gallery, name) for name in available_engines()}
+    assert {m.engine for m in engines.values()} == set(engines)
+    for k in (1, 5, 17, 40, 64):
+        expected_indices, expected_scores = brute_force(queries, gallery, k)
+        reference = exact_topk(queries, gallery, k)
+        assert np.array_equal(reference[0], expected_indices)
+        for name, matcher in engines.items():
+            indices, scores = matcher.search(queries, k)
+            assert indices.dtype == np.int64 and scores.dtype == np.float32 and indices.shape == (6, k), name
+            assert np.array_equal(indices, expected_indices), (name, k)
+            assert np.array_equal(scores, expected_scores), (name, k)
+            one_i, one_s = matcher.search(queries[0], k)  # a single (D,) query
+            assert np.array_equal(one_i, expected_indices[:1]) and np.array_equal(one_s, expected_scores[:1])
+    assert np.array_equal(engines["numpy"].search(queries, 5)[0][0], [7, 100, 101, 102, 103])
+
+
+def test_numpy_engine_blocks_and_select_windows_do_not_change_the_answer():
+    gallery, queries = tied_gallery(np.float16, size=700, dim=20, seed=3)
+    expected = brute_force(queries, gallery, 33)
+    for block_rows, select_rows in [(1, 1), (7, 50), (64, 64), (1000, 1 << 16)]:
+        result = NumpyMatcher(gallery, block_rows=block_rows, select_rows=select_rows).search(queries, 33)
+        assert np.array_equal(result[0], expected[0]) and np.array_equal(result[1], expected[1])
+
+
+def test_fp16_bit_widening_is_exact_for_every_fp16_value():
+    finite = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = finite[np.isfinite(finite)]  # subnormals, zeros of both signs, the largest values
+    gallery = np.zeros((len(finite), 2), np.float16)
+    gallery[:, 0] = finite
+    scores = NumpyMatcher(gallery).scores(np.array([[1.0, 0.0]], np.float32), 0, len(finite),
+                                          np.empty((1, len(finite)), np.float32))
+    assert np.array_equal(scores[0], finite.astype(np.float32))
+
+
+def test_random_unit_embeddings_numpy_engine_matches_exact_topk(tmp_path):
+    generator = np.random.default_rng(1)
+    gallery = generator.standard_normal((3000, 256)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    path = tmp_path / "g.f16"
+    gallery.astype(np.float16).tofile(path)
+    mapped = np.memmap(path, dtype=np.float16, mode="r", shape=gallery.shape)
+    queries = gallery[[3, 2000]] + 0.01 * generator.standard_normal((2, 256)).astype(np.float32)
+    expected_indices, expected_scores = exact_topk(queries, mapped, 10)
+    for name in available_engines():
+        indices, scores = open_matcher(mapped, name).search(queries, 10)
+        assert np.array_equal(indices, expected_indices), name
+        np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=2e-6)
+    assert expected_indices[0, 0] == 3 and expected_indices[1, 0] == 2000
+
+
+def test_engine_choice_and_refusals(monkeypatch):
+    gallery, queries = tied_gallery(np.float32, size=50, dim=8)
+    assert open_matcher(gallery, "auto").engine in set(available_engines())
+    with pytest.raises(LpnEdgeError, match="must be one of numpy, faiss, gpu, auto"):
+        open_matcher(gallery, "annoy")
+    with pytest.raises(LpnEdgeError, match="between 1 and the gallery size 50"):
+        open_matcher(gallery, "numpy").search(queries, 51)
+    with pytest.raises(LpnEdgeError, match="does not fit a gallery of dimension 8"):
+        open_matcher(gallery, "numpy").search(np.zeros((1, 9), np.float32), 1)
+    bad = gallery.astype(np.float16)
+    bad[3, 2] = np.inf
+    with pytest.raises(LpnEdgeError, match="infinities or NaNs"):
+        open_matcher(bad, "numpy")
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)
+    with pytest.raises(LpnEdgeError, match=r"lpn-edge\[faiss\]"):
+        open_matcher(gallery, "faiss")
+    if not _gpu_available():
+        assert open_matcher(gallery, "auto").engine == "numpy"
+        with pytest.raises(LpnEdgeError):
+            open_matcher(gallery, "gpu")

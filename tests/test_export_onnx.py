@@ -154,3 +154,41 @@ def test_failed_parity_leaves_no_artifact(exported, tmp_path, monkeypatch):
         export_model(ckpt, out, {"onnx"}, parity_queries=2, parity_gallery=4, parity_data=None)
     assert [p.name for p in out.iterdir()] == ["tiny-drone.onnx"]
     assert (out / "tiny-drone.onnx").read_bytes() == b"an older export that must survive"
+
+
+@pytest.mark.parametrize("pool", ["max", "avg+max"])
+def test_max_and_avg_max_pooling_export_with_parity(tmp_path, pool):
+    """Non-avg pooling exports (masked ReduceMax per ring; avg+max also the ring MatMul) and matches PyTorch."""
+    ckpt = make_checkpoint(tmp_path / "m.pt", pool=pool)
+    result = export_model(ckpt, tmp_path / "out", {"onnx"}, parity_queries=4, parity_gallery=8, parity_data=None)
+    from lpn_edge.export.pooling import max_pooling_nodes, pooling_signature
+
+    assert result.parity and all(f.passed for f in result.parity)
+    path = tmp_path / "out" / "m-drone.onnx"
+    assert read_onnx_metadata(path)["pool"] == pool
+    model = load_model(ckpt)
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model.embed(images, "drone").numpy()
+    got = run_onnx(path, images.numpy())
+    assert got.shape == expected.shape == (3, 2048)
+    assert ((got * expected).sum(1) >= 0.99999).all()
+    graph = onnx.load(str(path))
+    signature = pooling_signature(model, "drone", (64, 64))
+    found = max_pooling_nodes(graph, signature.masks)
+    assert sorted(found) == [0, 1, 2, 3] and all(len(nodes) == 2 for nodes in found.values())  # image + mirror
+    assert max_pooling_nodes(graph, np.roll(signature.masks, 1, axis=2)) == {}  # masks are compared by value
+    assert bool(pooling_nodes(graph, signature.ring_weights)) == (pool == "avg+max")
+
+
+def test_pooling_check_names_what_is_missing(exported):
+    """The avg graph has no masked ReduceMax: checking it as a max graph fails with a one-line message."""
+    from lpn_edge.export.pooling import PoolingSignature, pooling_outputs, pooling_signature
+
+    ckpt, out, _result = exported
+    graph = onnx.load(str(out / "tiny-drone.onnx"))
+    signature = pooling_signature(load_model(ckpt), "drone", (64, 64))
+    assert len(pooling_outputs(graph, signature)) == 2  # one MatMul for the image, one for its mirror
+    as_max = PoolingSignature("max", signature.ring_weights, signature.masks)
+    with pytest.raises(LpnEdgeError, match=r"^no masked ReduceMax for part\(s\) \[0, 1, 2, 3\]"):
+        pooling_outputs(graph, as_max)

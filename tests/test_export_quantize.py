@@ -122,3 +122,22 @@ def test_fp16_converter_on_a_graph_without_kept_region(fp32_onnx, tmp_path):
     images = np.random.default_rng(3).standard_normal((2, 3, 64, 64), dtype=np.float32)
     out = run_onnx(tmp_path / "all16.onnx", images)
     assert out.dtype == np.float32 and ((out * run_onnx(source, images)).sum(1) >= 0.999).all()
+
+
+def test_calibration_folder_is_streamed_in_batches(tmp_path):
+    """--calib decodes a batch at a time: the object holds paths only, and its batches are exactly the images."""
+    import dataclasses
+
+    from lpn_edge.errors import LpnEdgeError
+    from lpn_edge.export.images import calibration_images, list_images, load_images
+
+    folder = write_calibration_folder(tmp_path / "calib", 10)
+    calibration = calibration_images(folder, (64, 64), minimum=10)
+    assert len(calibration) == 10
+    assert not [f for f in dataclasses.fields(calibration) if isinstance(getattr(calibration, f.name), np.ndarray)]
+    batches = list(calibration.batches(4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(batches), load_images(list_images(folder), (64, 64)))
+    assert calibration.first(3).shape == (3, 3, 64, 64)
+    with pytest.raises(LpnEdgeError, match="holds 10 images .*needs at least 32"):
+        calibration_images(folder, (64, 64), minimum=32)

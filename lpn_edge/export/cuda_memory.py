@@ -10,19 +10,73 @@ from __future__ import annotations
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.export.trt_plan import cuda_version_text
 
 INSTALL_HINT = "pip install cuda-python (or pycuda; on Jetson: the python3-pycuda package)"
 
 
 class CudaMemory:
-    """The operations TensorRT needs: alloc/free, blocking copies, one stream, device description."""
+    """The operations TensorRT needs: alloc/free, blocking copies, streams, device description.
+
+    Every allocation and stream made through an instance is tracked and released by `close()` (or by leaving the
+    `with` block): a builder or runner that raises half-way leaks nothing. Subclasses implement the underscored
+    primitives.
+    """
 
     name = "none"
 
+    def __init__(self) -> None:
+        self._live: set[int] = set()
+        self._streams: dict[int, object] = {}  # handle -> the library's stream object (kept alive until closed)
+
+    # -- tracked operations ------------------------------------------------------------------------------------
+
     def alloc(self, nbytes: int) -> int:
-        raise NotImplementedError
+        pointer = self._alloc(nbytes)
+        self._live.add(pointer)
+        return pointer
 
     def free(self, pointer: int) -> None:
+        self._live.remove(pointer)
+        self._free(pointer)
+
+    def stream(self) -> int:
+        """A new stream's handle (int), valid until `close()`."""
+        handle, stream = self._create_stream()
+        self._streams[handle] = stream
+        return handle
+
+    def close(self) -> None:
+        """Free every allocation still live and destroy every stream this instance created (idempotent)."""
+        for pointer in sorted(self._live):
+            self.free(pointer)
+        while self._streams:
+            handle, stream = self._streams.popitem()
+            self._destroy_stream(stream)
+
+    @property
+    def live(self) -> tuple[int, int]:
+        """(allocations, streams) not yet released."""
+        return len(self._live), len(self._streams)
+
+    def __enter__(self) -> CudaMemory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- primitives --------------------------------------------------------------------------------------------
+
+    def _alloc(self, nbytes: int) -> int:
+        raise NotImplementedError
+
+    def _free(self, pointer: int) -> None:
+        raise NotImplementedError
+
+    def _create_stream(self) -> tuple[int, object]:
+        raise NotImplementedError
+
+    def _destroy_stream(self, stream: object) -> None:
         raise NotImplementedError
 
     def to_device(self, pointer: int, array: np.ndarray) -> None:
@@ -31,15 +85,12 @@ class CudaMemory:
     def to_host(self, array: np.ndarray, pointer: int) -> None:
         raise NotImplementedError
 
-    def stream(self) -> int:
-        """A new stream's handle (int), valid for the life of this object."""
-        raise NotImplementedError
-
     def synchronize(self, stream: int) -> None:
         raise NotImplementedError
 
     def device_info(self) -> dict:
-        """{"gpu_name", "compute_capability" ("8.7"), "cuda_version" ("12.6", the CUDA runtime)} of device 0."""
+        """{"gpu_name", "compute_capability" ("8.7"), "cuda_version"} of device 0; cuda_version is the CUDA
+        version of the driver ("12.6", `cuda_version_text`), which both libraries report alike."""
         raise NotImplementedError
 
 
@@ -47,12 +98,8 @@ class CudaPythonMemory(CudaMemory):
     name = "cuda-python"
 
     def __init__(self) -> None:
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            from cuda import cudart  # older cuda-python
-        self.cudart = cudart
-        self._streams: dict[int, object] = {}
+        super().__init__()
+        self.cudart = _cudart()
 
     def _check(self, result: tuple, what: str):
         error, *values = result
@@ -61,10 +108,10 @@ class CudaPythonMemory(CudaMemory):
             raise LpnEdgeError(f"CUDA {what} failed: {error.name} ({text.decode(errors='replace')})")
         return values[0] if len(values) == 1 else values
 
-    def alloc(self, nbytes: int) -> int:
+    def _alloc(self, nbytes: int) -> int:
         return int(self._check(self.cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
 
-    def free(self, pointer: int) -> None:
+    def _free(self, pointer: int) -> None:
         self._check(self.cudart.cudaFree(pointer), "cudaFree")
 
     def to_device(self, pointer: int, array: np.ndarray) -> None:
@@ -78,40 +125,41 @@ class CudaPythonMemory(CudaMemory):
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._check(self.cudart.cudaMemcpy(array.ctypes.data, pointer, array.nbytes, kind), "copy to host")
 
-    def stream(self) -> int:
+    def _create_stream(self) -> tuple[int, object]:
         stream = self._check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
-        handle = int(stream)
-        self._streams[handle] = stream  # keep the object alive with its handle
-        return handle
+        return int(stream), stream
+
+    def _destroy_stream(self, stream: object) -> None:
+        self._check(self.cudart.cudaStreamDestroy(stream), "cudaStreamDestroy")
 
     def synchronize(self, stream: int) -> None:
         self._check(self.cudart.cudaStreamSynchronize(self._streams[stream]), "cudaStreamSynchronize")
 
     def device_info(self) -> dict:
         props = self._check(self.cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
-        version = int(self._check(self.cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
+        driver = int(self._check(self.cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
         name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
         return {"gpu_name": name, "compute_capability": f"{props.major}.{props.minor}",
-                "cuda_version": f"{version // 1000}.{(version % 1000) // 10}"}
+                "cuda_version": cuda_version_text(driver)}
 
 
 class PyCudaMemory(CudaMemory):
     name = "pycuda"
 
     def __init__(self) -> None:
+        super().__init__()
         import pycuda.autoprimaryctx  # noqa: F401 - the primary context, shared with PyTorch and TensorRT
         import pycuda.driver as driver
 
         self.driver = driver
         self._allocations: dict[int, object] = {}
-        self._streams: dict[int, object] = {}
 
-    def alloc(self, nbytes: int) -> int:
+    def _alloc(self, nbytes: int) -> int:
         allocation = self.driver.mem_alloc(nbytes)
         self._allocations[int(allocation)] = allocation
         return int(allocation)
 
-    def free(self, pointer: int) -> None:
+    def _free(self, pointer: int) -> None:
         self._allocations.pop(pointer).free()
 
     def to_device(self, pointer: int, array: np.ndarray) -> None:
@@ -120,10 +168,12 @@ class PyCudaMemory(CudaMemory):
     def to_host(self, array: np.ndarray, pointer: int) -> None:
         self.driver.memcpy_dtoh(array, pointer)
 
-    def stream(self) -> int:
+    def _create_stream(self) -> tuple[int, object]:
         stream = self.driver.Stream()
-        self._streams[stream.handle] = stream
-        return stream.handle
+        return stream.handle, stream
+
+    def _destroy_stream(self, stream: object) -> None:
+        del stream  # pycuda destroys a stream with its last reference (popped from _streams by close)
 
     def synchronize(self, stream: int) -> None:
         self._streams[stream].synchronize()
@@ -131,17 +181,51 @@ class PyCudaMemory(CudaMemory):
     def device_info(self) -> dict:
         device = self.driver.Context.get_device()
         major, minor = device.compute_capability()
-        version = self.driver.get_version()  # CUDA version pycuda was built for, e.g. (12, 6, 0)
+        # The driver's CUDA version, as cuda-python reports it (get_version() would be the CUDA pycuda was built
+        # against, a different figure).
         return {"gpu_name": device.name(), "compute_capability": f"{major}.{minor}",
-                "cuda_version": f"{version[0]}.{version[1]}"}
+                "cuda_version": cuda_version_text(self.driver.get_driver_version())}
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # older cuda-python
+    return cudart
+
+
+def _has_cuda_python() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("cuda") is not None and (
+        importlib.util.find_spec("cuda.bindings") is not None or importlib.util.find_spec("cuda.cudart") is not None)
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees (0 when none, or no driver), asked through cuda-python or pycuda, not torch (a
+    CPU-only torch build sees no GPU on a GPU machine). One-line error when neither library is installed."""
+    import importlib.util
+
+    if _has_cuda_python():
+        error, count = _cudart().cudaGetDeviceCount()
+        return int(count) if error == _cudart().cudaError_t.cudaSuccess else 0
+    if importlib.util.find_spec("pycuda") is not None:
+        import pycuda.driver as driver
+
+        try:
+            driver.init()
+            return int(driver.Device.count())
+        except driver.Error:
+            return 0
+    raise LpnEdgeError(f"--trt needs cuda-python or pycuda for device buffers, and neither is installed: {INSTALL_HINT}")
 
 
 def cuda_memory() -> CudaMemory:
-    """cuda-python when importable, else pycuda; a one-line error when neither is."""
+    """cuda-python when importable, else pycuda; a one-line error when neither is. Use as a context manager."""
     import importlib.util
 
-    if importlib.util.find_spec("cuda") is not None and (
-            importlib.util.find_spec("cuda.bindings") is not None or importlib.util.find_spec("cuda.cudart")):
+    if _has_cuda_python():
         return CudaPythonMemory()
     if importlib.util.find_spec("pycuda") is not None:
         return PyCudaMemory()

@@ -7,6 +7,7 @@ subtract the ImageNet mean and divide by its std per channel; layout NCHW float3
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,34 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
 
 
-def calibration_images(folder: Path, size: tuple[int, int], minimum: int) -> np.ndarray:
-    """All images of the calibration folder, preprocessed: (N, 3, H, W); refuses fewer than `minimum`."""
+@dataclass(frozen=True)
+class CalibrationImages:
+    """The images of a calibration folder, decoded and preprocessed a batch at a time, never all at once (a folder
+    of thousands of 256 px photos would otherwise take gigabytes: 0.8 MB each as float32)."""
+
+    paths: tuple[Path, ...]
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batches(self, batch: int) -> Iterator[np.ndarray]:
+        """(<= batch, 3, H, W) float32 arrays covering every image once, in sorted order."""
+        for start in range(0, len(self.paths), batch):
+            yield load_images(list(self.paths[start:start + batch]), self.size)
+
+    def first(self, count: int) -> np.ndarray:
+        """The first `count` images (all when fewer): (min(count, N), 3, H, W)."""
+        return load_images(list(self.paths[:count]), self.size)
+
+
+def calibration_images(folder: Path, size: tuple[int, int], minimum: int) -> CalibrationImages:
+    """The calibration folder's images (loaded lazily, see `CalibrationImages`); refuses fewer than `minimum`."""
     paths = list_images(folder)
     if len(paths) < minimum:
         raise LpnEdgeError(f"--calib {folder} holds {len(paths)} images ({', '.join(IMAGE_EXTENSIONS)}); int8 "
                            f"calibration needs at least {minimum}")
-    return load_images(paths, size)
+    return CalibrationImages(tuple(paths), tuple(size))
 
 
 @dataclass(frozen=True)

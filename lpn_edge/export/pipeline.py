@@ -7,6 +7,7 @@ name, check parity, rename. ONNX comes first because TensorRT builds from it.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,7 @@ class _ExportJob:
         from lpn_edge.checkpoint import load_model, read_checkpoint
         from lpn_edge.fileio import file_fingerprint
         from lpn_edge.model.backbones import feature_stride
+        from lpn_edge.export.pooling import ExportEmbedding
         from lpn_edge.model.lpn import EmbeddingModel
 
         self.request, self.out_dir, self.progress = request, out_dir, progress
@@ -130,6 +132,9 @@ class _ExportJob:
         cfg = self.model.config
         self.size = check_against_model(request, cfg, feature_stride(cfg.backbone, cfg.stride))
         self.embedding_model = EmbeddingModel(self.model, request.view, request.flip).eval()  # checks the view
+        # What is exported: the same embedding with pooling in its exportable form (see export.pooling); the
+        # model's own `embed` (embedding_model) stays the parity reference.
+        self.export_module = ExportEmbedding(self.model, request.view, request.flip).eval()
         self.checkpoint, self.fingerprint = checkpoint, file_fingerprint(checkpoint)
         self.base = f"{checkpoint.stem}-{request.view}"
         self.calibration = (calibration_images(request.calib_dir, self.size, MIN_CALIBRATION_IMAGES)
@@ -140,7 +145,8 @@ class _ExportJob:
         if self.calibration is not None:
             # int8 scales are fitted to photos like the calibration images; noise images are out of that range, so
             # int8 artifacts are checked on (held-in) calibration images instead of random ones.
-            self.int8_sets = [calibration_set(self.calibration, queries, gallery)] + self.sets[1:]
+            self.int8_sets = [calibration_set(self.calibration.first(queries + gallery), queries, gallery)] + \
+                self.sets[1:]
             self.note(f"int8 parity on {' and '.join(s.name for s in self.int8_sets)} images (not random noise, "
                       "which int8 scales fitted to photos are not meant for)")
         self._references: dict[str, np.ndarray] = {}
@@ -149,12 +155,19 @@ class _ExportJob:
 
     # -- building blocks -------------------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def pooling(self):
+        """The `PoolingSignature` of the exported view at the export size (what the full graph must pool with)."""
+        from lpn_edge.export.pooling import pooling_signature
+
+        return pooling_signature(self.model, self.request.view, self.size)
+
     def _variant(self, name: str) -> GraphVariant:
         request = self.request
         meta_args = dict(view=request.view, flip=request.flip, size=self.size, source=self.checkpoint,
                          source_fingerprint=self.fingerprint, opset=request.opset)
         if name == "full":
-            return GraphVariant("full", self.embedding_model, "embedding", self.base,
+            return GraphVariant("full", self.export_module, "embedding", self.base,
                                 artifact_metadata(self.config, output="embedding", **meta_args))
         from lpn_edge.export.split import SplitBackbone, fold_heads
 
@@ -212,23 +225,16 @@ class _ExportJob:
     def _build_onnx(self) -> None:
         for variant in self.variants:
             self._onnx_fp32(variant)
-        if self.request.precision == "int8" and self._wants_qdq_onnx():
+        if self.request.precision == "int8":
+            # The Q/DQ ONNX is the int8 artifact, and what every TensorRT version builds int8 engines from.
             for variant in self.variants:
                 self._onnx_int8(variant)
-
-    def _wants_qdq_onnx(self) -> bool:
-        """The Q/DQ ONNX is written when asked for (--onnx) or when TensorRT >= 11 needs it for int8; TensorRT 10
-        calibrates the fp32 graph itself."""
-        if "onnx" in self.request.requested:
-            return True
-        from lpn_edge.export.tensorrt import require_tensorrt, tensorrt_major
-
-        return tensorrt_major(require_tensorrt()) >= 11
 
     def _onnx_fp32(self, variant: GraphVariant) -> None:
         import onnx
 
-        from lpn_edge.export.onnx_export import export_onnx, pooling_nodes
+        from lpn_edge.export.onnx_export import export_onnx
+        from lpn_edge.export.pooling import pooling_outputs
 
         final = self.out_dir / f"{variant.stem}.onnx"
         self.progress(f"exporting {final.name} (ONNX opset {self.request.opset}, output {variant.output_name})")
@@ -242,10 +248,10 @@ class _ExportJob:
                           f"exporter implements opset >= 18 and could not convert this graph down (TensorRT >= 8.6 "
                           f"and ONNX Runtime >= 1.14 read opset 18); pass opset=18 to silence this")
             if variant.heads is None:
-                ring = variant_ring_weights(self.model, self.request.view, self.size)
-                if not pooling_nodes(onnx.load(str(tmp)), ring):
-                    raise LpnEdgeError(f"{final.name}: no MatMul with the ring weights {ring.shape} found in the "
-                                       "exported graph; partition pooling did not export as one MatMul")
+                try:
+                    pooling_outputs(onnx.load(str(tmp)), self.pooling)
+                except LpnEdgeError as error:
+                    raise LpnEdgeError(f"{final.name}: {error}") from None
             else:
                 heads_final = self.out_dir / f"{variant.stem}.npz"
                 from lpn_edge.export.split import save_split_heads

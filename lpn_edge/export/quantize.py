@@ -51,10 +51,11 @@ class _Target:
     axis: int  # output-channel axis of the weight
 
 
-def quantize_int8(source: Path, destination: Path, calibration: np.ndarray) -> QuantizationReport:
+def quantize_int8(source: Path, destination: Path, calibration) -> QuantizationReport:
     """Write the Q/DQ version of the ONNX graph `source` to `destination`.
 
-    calibration: (N, 3, H, W) float32 preprocessed images (the graph's `images` input).
+    calibration: (N, 3, H, W) float32 preprocessed images (the graph's `images` input), or a `CalibrationImages`
+    that decodes them a batch at a time (each pass over the statistics decodes the images again).
     """
     import onnx
 
@@ -104,7 +105,7 @@ def _find_targets(model, report: QuantizationReport) -> list[_Target]:
     return targets
 
 
-def _activation_ranges(model, names: list[str], calibration: np.ndarray) -> dict[str, float]:
+def _activation_ranges(model, names: list[str], calibration) -> dict[str, float]:
     """The clipping range of each named tensor: the value c in (0, max|x|] whose int8 grid (step c / 127) gives the
     smallest mean squared error over the calibration images (rounding inside, clipping outside).
 
@@ -121,7 +122,7 @@ def _activation_ranges(model, names: list[str], calibration: np.ndarray) -> dict
     return {name: _best_clip(histograms[name], maxima[name]) for name in names}
 
 
-def _activations(model, names: list[str], calibration: np.ndarray):
+def _activations(model, names: list[str], calibration):
     """Yield (name, values) of the named tensors for each calibration batch (ONNX Runtime CPU, exposed as outputs)."""
     import onnx
     import onnxruntime as ort
@@ -134,9 +135,15 @@ def _activations(model, names: list[str], calibration: np.ndarray):
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    for start in range(0, len(calibration), CALIBRATION_BATCH):
-        batch = np.ascontiguousarray(calibration[start:start + CALIBRATION_BATCH])
-        yield from zip(names, session.run(names, {input_name: batch}))
+    for batch in calibration_batches(calibration, CALIBRATION_BATCH):
+        yield from zip(names, session.run(names, {input_name: np.ascontiguousarray(batch, np.float32)}))
+
+
+def calibration_batches(calibration, batch: int):
+    """Batches of at most `batch` images from an (N, 3, H, W) array or a lazily loading `CalibrationImages`."""
+    if isinstance(calibration, np.ndarray):
+        return (calibration[start:start + batch] for start in range(0, len(calibration), batch))
+    return calibration.batches(batch)
 
 
 def _best_clip(histogram: np.ndarray, maximum: float) -> float:

@@ -2,21 +2,17 @@
 
 Build: `OnnxParser` -> network, one optimisation profile from `--batch` for the `images` input, a workspace limit,
 a timing cache reused across builds (a file per TensorRT version and GPU beside the engines), then
-`build_serialized_network`. Precision:
-  * TensorRT 10: fp32 (TF32 switched off, so "fp32" means fp32), fp16 via `BuilderFlag.FP16`, int8 via
-    `BuilderFlag.INT8` and an `IInt8EntropyCalibrator2` fed from the calibration images;
-  * TensorRT >= 11: strongly typed networks only (precision flags and the calibrator API are removed there):
-    fp16 from an fp16 copy of the ONNX
-    (`fp16.convert_to_fp16`), int8 from the Q/DQ ONNX (`quantize.quantize_int8`, written by the ONNX step).
-Run (parity): `Runtime.deserialize_cuda_engine`, `set_input_shape`, `set_tensor_address`, `execute_async_v3`.
+`build_serialized_network`. Which ONNX is parsed and with which typing and flags is decided per TensorRT version by
+`trt_plan.plan_build` (strongly typed from 10.12; fp16 and int8 give the same artifact on every version: fp16
+backbone with an fp32 tail, Q/DQ int8 with everything else fp32). Run (parity): `Runtime.deserialize_cuda_engine`,
+`set_input_shape`, `set_tensor_address`, `execute_async_v3`.
 
 Nothing here has been run in this project's CI (no TensorRT there): the tests that need it are marked `trt` and
-skip without it.
+skip without it. The decisions (`trt_plan`) and the ONNX graphs the engines are built from are tested on the CPU.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -26,32 +22,30 @@ from lpn_edge.export.batching import run_in_batches
 from lpn_edge.export.formats import FORMATS
 from lpn_edge.export.metadata import set_onnx_metadata, sidecar_path, write_sidecar
 from lpn_edge.export.staging import Staging
+from lpn_edge.export.trt_plan import BuildPlan, LayerInfo, check_gpu, fp32_tail_layers, plan_build
 
 INPUT_NAME = "images"
 
 
-def require_tensorrt():
-    """The `tensorrt` module, after checking everything an engine build needs; one-line errors otherwise."""
+def require_tensorrt(note=None):
+    """The `tensorrt` module, after checking everything an engine build needs; one-line errors otherwise.
+
+    The GPU is looked for through the CUDA driver (cuda-python or pycuda), not torch: a CPU-only torch build on a
+    GPU machine can still build engines (its parity reference then runs on the CPU, said through `note`).
+    """
     try:
         import tensorrt as trt
     except ImportError:
         raise LpnEdgeError(f"--trt needs TensorRT, which is not installed: {FORMATS['trt'].install_hint}") from None
-    major = tensorrt_major(trt)
-    if major < 10:
-        raise LpnEdgeError(f"--trt needs TensorRT >= 10, found {trt.__version__}")
+    plan_build(str(trt.__version__), "fp32")  # refuses TensorRT < 10
     import torch
 
-    from lpn_edge.export.cuda_memory import cuda_memory
+    from lpn_edge.export.cuda_memory import cuda_device_count
 
-    if not torch.cuda.is_available():
-        raise LpnEdgeError("--trt builds for the GPU it runs on, and no CUDA GPU is visible here "
-                           "(check the driver and CUDA_VISIBLE_DEVICES)")
-    cuda_memory()  # raises when neither cuda-python nor pycuda is installed
+    remark = check_gpu(cuda_device_count(), torch.version.cuda)
+    if remark and note is not None:
+        note(remark)
     return trt
-
-
-def tensorrt_major(trt) -> int:
-    return int(str(trt.__version__).split(".")[0])
 
 
 def runtime_info(trt, memory) -> dict:
@@ -77,52 +71,23 @@ def _make_logger(trt):
     return _Logger()
 
 
-def _make_calibrator(trt, memory, images: np.ndarray, batch: int, cache_path: Path):
-    """An entropy calibrator over (N, 3, H, W) images in batches of `batch` (TensorRT 10 implicit int8)."""
+def build_engine(trt, memory, onnx_path: Path, engine_path: Path, *, plan: BuildPlan, batch: tuple[int, int, int],
+                 size: tuple[int, int], workspace_mb: int, timing_cache: Path,
+                 fp32_tail_from: list[str] | None = None) -> dict:
+    """Parse `onnx_path` (the graph `plan.onnx` names), build as `plan` says, write the serialized engine to
+    `engine_path`; returns facts for the sidecar.
 
-    class _Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            # Whole batches only: the calibration profile has a fixed batch size.
-            self.batches = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
-            self.next = 0
-            self.buffer = memory.alloc(int(np.ascontiguousarray(self.batches[0]).nbytes))
-
-        def get_batch_size(self) -> int:
-            return batch
-
-        def get_batch(self, names):
-            if self.next >= len(self.batches):
-                return None  # tells TensorRT the calibration data is exhausted
-            memory.to_device(self.buffer, np.ascontiguousarray(self.batches[self.next], np.float32))
-            self.next += 1
-            return [int(self.buffer)]
-
-        def read_calibration_cache(self):
-            return cache_path.read_bytes() if cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache) -> None:
-            cache_path.write_bytes(memoryview(cache).tobytes())
-
-    return _Calibrator()
-
-
-def build_engine(trt, memory, onnx_path: Path, engine_path: Path, *, precision: str, batch: tuple[int, int, int],
-                 size: tuple[int, int], workspace_mb: int, timing_cache: Path, calibration: np.ndarray | None = None,
-                 calibration_cache: Path | None = None) -> dict:
-    """Parse `onnx_path`, build, write the serialized engine to `engine_path`; returns facts for the sidecar.
-
-    For TensorRT >= 11 `onnx_path` must already carry the precision (fp16 ONNX, Q/DQ ONNX); for 10 it is the fp32
-    graph and the precision comes from builder flags (int8: `calibration` images and `calibration_cache` needed).
+    fp32_tail_from: the pooled-feature tensor names where the fp32 tail begins; with `plan.fp32_tail_constraints`
+    their layers and everything downstream are pinned to FLOAT (None: the graph has no tail).
     """
     from lpn_edge.fileio import atomic_write_bytes
 
-    major = tensorrt_major(trt)
     logger = _make_logger(trt)
     builder = trt.Builder(logger)
-    # Explicit batch is the only mode in TensorRT >= 10, and strong typing the only mode in >= 11 (no flag needed;
-    # NVIDIA's 10 -> 11 migration guide builds with a plain create_network()).
-    network = builder.create_network(0)
+    network_flags = 0
+    for name in plan.network_flags:
+        network_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
@@ -133,26 +98,18 @@ def build_engine(trt, memory, onnx_path: Path, engine_path: Path, *, precision: 
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, (batch[0], *channels_hw), (batch[1], *channels_hw), (batch[2], *channels_hw))
     config.add_optimization_profile(profile)
-    facts = {"strongly_typed": major >= 11, "onnx_source": onnx_path.name, "workspace_mb": workspace_mb,
+    cleared = []
+    for name in plan.cleared_flags:
+        if hasattr(trt.BuilderFlag, name):  # TF32 is on by default: TF32 convolutions and matmuls would not be fp32
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+            cleared.append(name)
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    facts = {"strongly_typed": plan.strongly_typed, "build_plan": plan.describe(), "onnx_source": onnx_path.name,
+             "builder_flags": list(plan.builder_flags), "cleared_flags": cleared, "workspace_mb": workspace_mb,
              "batch_profile": list(batch), "device_memory_library": memory.name}
-    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: TF32 convolutions would not be fp32
-    if major < 11 and precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    if major < 11 and precision == "int8":
-        if calibration is None or calibration_cache is None:
-            raise LpnEdgeError("TensorRT int8 needs calibration images")
-        config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = _make_calibrator(trt, memory, calibration, batch[1], calibration_cache)
-        if not calibrator.batches:
-            raise LpnEdgeError(f"int8 calibration needs at least one batch of {batch[1]} images (--batch OPT); "
-                               f"have {len(calibration)}")
-        config.int8_calibrator = calibrator
-        calibration_profile = builder.create_optimization_profile()
-        fixed = (batch[1], *channels_hw)
-        calibration_profile.set_shape(INPUT_NAME, fixed, fixed, fixed)
-        config.set_calibration_profile(calibration_profile)
-        facts.update(calibration_images=len(calibrator.batches) * batch[1], calibration_cache=calibration_cache.name)
+    if plan.fp32_tail_constraints:  # None: a graph without tail (the split backbone ends at the feature map)
+        facts["fp32_tail_layers"] = _pin_fp32_tail(trt, network, fp32_tail_from) if fp32_tail_from is not None else 0
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     if not config.set_timing_cache(cache, ignore_mismatch=False):
         raise LpnEdgeError(f"timing cache {timing_cache} does not fit this GPU / TensorRT {trt.__version__}; delete it")
@@ -164,6 +121,30 @@ def build_engine(trt, memory, onnx_path: Path, engine_path: Path, *, precision: 
     atomic_write_bytes(timing_cache, memoryview(config.get_timing_cache().serialize()).tobytes())
     facts["builder_warnings"] = len(logger.warnings)
     return facts
+
+
+def _pin_fp32_tail(trt, network, start_tensors: list[str]) -> int:
+    """Set precision FLOAT and FLOAT output types on the tail layers of a weakly typed network (with
+    `OBEY_PRECISION_CONSTRAINTS` set, TensorRT must honour them); returns how many layers were pinned.
+
+    The ONNX parser names each layer output after the ONNX tensor it implements, so the pooled features are found
+    by name; everything downstream of them is found by walking the network (`trt_plan.fp32_tail_layers`).
+    """
+    float_types = (trt.float32, trt.float16)
+    layers = []
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        layers.append(LayerInfo(layer.name, tuple(t.name for t in inputs if t is not None),
+                                tuple(t.name for t in outputs), tuple(t.dtype in float_types for t in outputs)))
+    tail = fp32_tail_layers(layers, start_tensors)
+    for index in tail:
+        layer = network.get_layer(index)
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+    return len(tail)
 
 
 class EngineRunner:
@@ -211,34 +192,41 @@ class EngineRunner:
 def build_and_check_engine(job, variant) -> None:
     """Build the engine of one graph variant, check parity against PyTorch, then keep it with its sidecar.
 
-    job: the pipeline's export job (request, paths, parity, result); variant: its `GraphVariant`.
+    job: the pipeline's export job (request, paths, parity, result); variant: its `GraphVariant`. Every file of the
+    step (engine, sidecar, the fp16 ONNX a strongly typed fp16 build parses) is written under a temporary name and
+    renamed only after the engine passed its parity check.
     """
-    from lpn_edge.fileio import file_fingerprint
-    from lpn_edge.export.cuda_memory import cuda_memory
+    import onnx
 
-    trt, memory = require_tensorrt(), cuda_memory()
-    info = runtime_info(trt, memory)
+    from lpn_edge.export.cuda_memory import cuda_memory
+    from lpn_edge.export.pooling import pooling_outputs
+    from lpn_edge.fileio import file_fingerprint
+
+    trt = require_tensorrt(note=job.note if variant.name == "full" else None)
     request, precision = job.request, job.request.precision
-    major = tensorrt_major(trt)
-    sm = info["compute_capability"].replace(".", "")
-    timing_cache = job.out_dir / f"timing-trt{trt.__version__}-sm{sm}.cache"
-    source = job.out_dir / f"{variant.stem}.onnx"
+    plan = plan_build(str(trt.__version__), precision)
+    fp32_onnx = job.out_dir / f"{variant.stem}.onnx"
+    # The pooled features, where the fp32 tail begins (the split graph has no tail: it ends at the feature map).
+    tail_from = pooling_outputs(onnx.load(str(fp32_onnx)), job.pooling) if variant.heads is None else None
     final = job.out_dir / f"{variant.stem}.{precision}.engine"
-    job.progress(f"building {final.name} (TensorRT {trt.__version__}, {precision}, {info['gpu_name']}, "
-                 f"batch {request.batch[0]}:{request.batch[1]}:{request.batch[2]}, buffers via {memory.name})")
-    calibration_cache = None
-    if major >= 11 and precision == "int8":
-        source = job.out_dir / f"{variant.stem}.int8.onnx"  # the Q/DQ graph the ONNX step wrote and checked
-    if major >= 11 and precision == "fp16":
-        source = _fp16_onnx(job, variant, source)
-    if major < 11 and precision == "int8":
-        digest = hashlib.sha256(job.calibration.tobytes() + file_fingerprint(source).encode()).hexdigest()[:12]
-        calibration_cache = job.out_dir / f"{variant.stem}.int8-{digest}.calib"  # valid for this model + images only
-    with Staging() as stage:
+    fp16_final = job.out_dir / f"{variant.stem}.fp16.onnx"
+    with cuda_memory() as memory, Staging() as stage:
+        info = runtime_info(trt, memory)
+        sm = info["compute_capability"].replace(".", "")
+        timing_cache = job.out_dir / f"timing-trt{trt.__version__}-sm{sm}.cache"
+        job.progress(f"building {final.name} (TensorRT {trt.__version__}: {plan.describe()}; {info['gpu_name']}, "
+                     f"batch {request.batch[0]}:{request.batch[1]}:{request.batch[2]}, buffers via {memory.name})")
+        if plan.onnx == "int8":
+            source = job.out_dir / f"{variant.stem}.int8.onnx"  # the Q/DQ graph the ONNX step wrote and checked
+        elif plan.onnx == "fp16":
+            source = stage.path(fp16_final)
+            write_fp16_onnx(fp32_onnx, source, tail_from, variant.metadata)
+        else:
+            source = fp32_onnx
         tmp = stage.path(final)
-        facts = build_engine(trt, memory, source, tmp, precision=precision, batch=request.batch, size=job.size,
-                             workspace_mb=request.workspace_mb, timing_cache=timing_cache,
-                             calibration=job.calibration, calibration_cache=calibration_cache)
+        facts = build_engine(trt, memory, source, tmp, plan=plan, batch=request.batch, size=job.size,
+                             workspace_mb=request.workspace_mb, timing_cache=timing_cache, fp32_tail_from=tail_from)
+        facts["onnx_source"] = fp16_final.name if plan.onnx == "fp16" else source.name
         runner = EngineRunner(trt, memory, tmp)
         job.check_parity(final.name, f"tensorrt-{trt.__version__}", precision,
                          lambda images: variant.to_embedding(
@@ -249,31 +237,20 @@ def build_and_check_engine(job, variant) -> None:
     job.add(final, "trt", precision, variant.output_name)
     job.add(sidecar_path(final), "trt", precision, "sidecar")
     job.add(timing_cache, "trt", precision, "timing_cache")
-    if calibration_cache is not None and calibration_cache.is_file():
-        job.add(calibration_cache, "trt", precision, "calibration_cache")
+    if plan.onnx == "fp16":
+        job.add(fp16_final, "onnx", "fp16", "trt_input")
 
 
-def _fp16_onnx(job, variant, source: Path) -> Path:
-    """TensorRT >= 11 takes fp16 from the graph's types: write (and keep) an fp16 copy of the ONNX."""
+def write_fp16_onnx(source: Path, destination: Path, tail_from: list[str] | None, metadata: dict) -> None:
+    """Write the fp16 copy of the ONNX graph `source` that strongly typed fp16 builds parse: fp16 up to the
+    pooled features `tail_from`, fp32 from there on (None: all fp16, for the split graph). Checked with the ONNX
+    checker; the caller stages `destination`."""
     import onnx
 
     from lpn_edge.export.fp16 import convert_to_fp16
-    from lpn_edge.export.onnx_export import pooling_nodes
-    from lpn_edge.export.pipeline import variant_ring_weights
 
-    target = job.out_dir / f"{variant.stem}.fp16.onnx"
-    proto = onnx.load(str(source))
-    keep = []  # the split graph ends at the feature map: all fp16
-    if variant.heads is None:
-        ring = variant_ring_weights(job.model, job.request.view, job.size)
-        keep = [name for node in pooling_nodes(proto, ring) for name in node.output]
-    with Staging() as stage:
-        tmp = stage.path(target)
-        converted = convert_to_fp16(proto, keep_fp32_from=keep)
-        set_onnx_metadata(converted, {**variant.metadata, "precision": "fp16", "fp32_region": "pooling, heads and "
-                                      "normalisation" if keep else "none"})
-        onnx.save(converted, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-    job.add(target, "onnx", "fp16", "trt_input")
-    return target
-
+    converted = convert_to_fp16(onnx.load(str(source)), keep_fp32_from=tail_from or [])
+    region = "pooling, heads and normalisation" if tail_from else "none"
+    set_onnx_metadata(converted, {**metadata, "precision": "fp16", "fp32_region": region})
+    onnx.save(converted, str(destination))
+    onnx.checker.check_model(str(destination), full_check=True)

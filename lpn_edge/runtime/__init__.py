@@ -1,0 +1,13 @@
+"""Runtime: the artifact contract and the backends that run exported models, without torch, torchvision or onnx.
+
+What a drone needs (numpy, Pillow, and ONNX Runtime or TensorRT + cuda-python/pycuda) and nothing of the build side:
+the export stage imports this package to write what it reads, never the reverse. Modules, one concern each:
+    artifact        metadata every artifact carries; reading it (ONNX via onnxruntime, sidecars); engine checks
+    preprocessing   file or (H, W, 3) uint8 frame -> (N, 3, H, W) float32; decoding; ImageNet constants
+    split_heads     split export: feature map -> embedding in numpy (folded heads + ring matrix), .npz I/O
+    onnx_runner     ONNX Runtime sessions on chosen providers ("cuda", "cpu", ...), the provider used reported
+    trt_engine      running a serialized TensorRT engine; the machine description its sidecar is checked against
+    cuda_buffers    device buffers and streams for TensorRT (cuda-python or pycuda)
+    batching        feeding a bounded batch range (TensorRT profiles, pt2 packages)
+Nothing is imported here: `import lpn_edge.runtime.preprocessing` costs numpy and Pillow only.
+"""

@@ -72,15 +72,19 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "<checkpoint>"
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """The LPN stored in an lpn-edge checkpoint, in eval mode on `device`."""
+    return model_from_payload(read_checkpoint(path), path).to(device)
+
+
+def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>"):
+    """The LPN of a checkpoint dict already read with `read_checkpoint` (eval mode, CPU); `path` names it in errors."""
     from lpn_edge.model import LPN
 
-    payload = read_checkpoint(path)
     model = LPN(checkpoint_config(payload, path).model)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise LpnEdgeError(f"{path}: weights do not match the stored config: {str(exc).splitlines()[0]}") from None
-    return model.to(device).eval()
+    return model.eval()
 
 
 def _first_sentence(exc: Exception, limit: int = 160) -> str:

@@ -1,7 +1,9 @@
 """Run configuration: small frozen dataclasses; YAML is only their saved form.
 
-A config file has up to four sections (``model``, ``data``, ``train``, ``export``); any key that is not a field is
-an error naming the key, the file and the valid keys, so a typo never silently falls back to a default.
+A config file has up to three sections (``model``, ``data``, ``train``); any key that is not a field is an error
+naming the key, the file and the valid keys, so a typo never silently falls back to a default. Export options are
+not part of a run: they are `lpn_edge.export.options.ExportOptions`, given to `lpn-edge export` (a YAML file with an
+``export`` section is refused with that hint; checkpoints written before carry an unused one, dropped on load).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ POOLS = ("avg", "max", "avg+max")
 # ring: square rings from the centre outwards (the paper); ring_outer_first: the same rings listed from the border
 # inwards (the authors' two-view CVUSA/CVACT satellite branch); row / column: equal strips (panoramas).
 PARTITIONS = ("ring", "ring_outer_first", "row", "column")
-VIEWS = ("satellite", "drone", "ground")
+LEGACY_EXPORT_SECTION = "export"  # held unused export defaults until ExportOptions replaced them
 
 
 @dataclass(frozen=True)
@@ -121,36 +123,18 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ExportConfig:
-    """Defaults for `lpn-edge export` (the command line overrides them)."""
-
-    opset: int = 18  # torch's ONNX exporter implements opset >= 18 for the full graph
-    view: str = "drone"
-    flip: bool = True
-    batch: tuple[int, int, int] = (1, 8, 32)  # min, opt, max of the dynamic batch
-    workspace_mb: int = 2048
-
-    def __post_init__(self) -> None:
-        _check_choice("export.view", self.view, VIEWS)
-        if self.opset < 17:
-            raise LpnEdgeError(f"export.opset must be >= 17, got {self.opset}")
-        lo, opt, hi = self.batch
-        if not 1 <= lo <= opt <= hi:
-            raise LpnEdgeError(f"export.batch must satisfy 1 <= min <= opt <= max, got {self.batch}")
-
-
-@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> RunConfig:
+        if isinstance(data, dict) and LEGACY_EXPORT_SECTION in data:  # checkpoints written before ExportOptions
+            data = {key: value for key, value in data.items() if key != LEGACY_EXPORT_SECTION}
         return _build(cls, data, source, prefix="")
 
     def replace(self, overrides: dict[str, Any], source: str = "<overrides>") -> RunConfig:
@@ -182,6 +166,9 @@ def load_config(path: str | Path) -> RunConfig:
         raise LpnEdgeError(f"config {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise LpnEdgeError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+    if LEGACY_EXPORT_SECTION in data:
+        raise LpnEdgeError(f"config {path} has an export section, which a run config no longer holds: give export "
+                           "options to `lpn-edge export` (see lpn-edge export --help)")
     return RunConfig.from_dict(data, str(path))
 
 

@@ -33,6 +33,9 @@ PLANS = {
     "quick": DemoPlan(locations=20, drone_per_location=6, size=96, distractors=10, epochs=4, lr_steps=(3,)),
 }
 MODELS = {"LPN (4 parts)": 4, "baseline (1 part)": 1}
+# Real University-1652 photos shared beside a checkout (run from its root); the export's parity checks use them
+# as a second image set when present.
+SHARED_MOSAIC = Path("..") / "shared" / "data" / "u1652-mosaic"
 
 
 def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, force: bool = False,
@@ -146,9 +149,12 @@ def _export(checkpoint: str, out_dir: Path, say: Callable[[str], None]) -> dict:
     except ImportError:
         say("export skipped: install the onnx extra (pip install 'lpn-edge[onnx]')")
         return {"skipped": "onnx / onnxruntime not installed"}
+    from lpn_edge.export.options import ExportOptions
     from lpn_edge.export.pipeline import export_model
 
-    result = export_model(checkpoint, out_dir, {"onnx"}, view="drone", parity_queries=8, parity_gallery=16)
+    options = ExportOptions(formats=frozenset({"onnx"}), view="drone", parity_queries=8, parity_gallery=16,
+                            parity_data=SHARED_MOSAIC if SHARED_MOSAIC.is_dir() else None)
+    result = export_model(checkpoint, out_dir, options)
     for line in result.lines():
         say(f"  {line}")
     return {"artifacts": [str(p) for p in result.paths()], "parity": [f.line() for f in result.parity]}

@@ -1,36 +1,81 @@
-"""Atomic writes: a file is either the old version or the complete new one, never half of either."""
+"""Atomic writes: a file is either the old version or the complete new one, never half of either.
+
+One mechanism for the whole package: `Staging` hands out temporary paths beside the final ones
+(`.tmp-<8 hex>-<final name>`, so the suffix is kept: AOTInductor insists on ".pt2") and, on a clean exit of its
+`with` block, flushes each to disk and renames it over its final name; on an error (or Ctrl-C) it deletes them, so
+a failed step never leaves a file that looks valid nor replaces a good one from an earlier run. `atomic_write` is
+the one-file case. Standard library only (the torch-free runtime uses it too).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+TEMPORARY_GLOB = ".tmp-*"  # matches every temporary name `Staging` hands out (leftovers of an interrupted run)
+
+
+class Staging:
+    """Context manager: `tmp = stage.path(final)`; on a clean exit every tmp is renamed to its final name.
+
+    All or nothing as far as the file system allows: every staged file must exist before any is renamed. A renamed
+    file has the mode of the file it replaces, or what the umask gives a new file.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | Path) -> Path:
+        final = Path(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{final.name}")
+        self._pending.append((tmp, final))
+        return tmp
+
+    def commit(self) -> list[Path]:
+        for tmp, final in self._pending:
+            if not tmp.exists():
+                raise FileNotFoundError(f"staged file {tmp} was never written (meant for {final})")
+        finals = []
+        for tmp, final in self._pending:
+            if tmp.is_file():  # a directory (some packagers write one) is renamed as it is
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.chmod(tmp, _mode_for(final))
+            os.replace(tmp, final)
+            finals.append(final)
+        self._pending.clear()
+        return finals
+
+    def discard(self) -> None:
+        for tmp, _final in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates the file 0600 and the rename keeps that mode: give it the mode a plain open() would
-        os.chmod(tmp_path, _mode_for(path))
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with Staging() as stage:
+        write(stage.path(path))
     return path
 
 
 def _mode_for(path: Path) -> int:
-    """The mode of the file being replaced, or what the process umask gives a new file."""
+    """The mode of the file being replaced, or what the process umask gives a new file (temporary files may be
+    created 0600 by their writer and a rename keeps that mode)."""
     try:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:

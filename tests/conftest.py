@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-MOSAIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "u1652-mosaic"
+# Real University-1652 pairs: $LPN_EDGE_MOSAIC, else ../shared/data/u1652-mosaic beside this checkout.
+MOSAIC = Path(os.environ.get("LPN_EDGE_MOSAIC") or
+              Path(__file__).resolve().parents[1].parent / "shared" / "data" / "u1652-mosaic")
 
 
 def randomise_batchnorm(model, seed: int = 0) -> None:

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import MOSAIC
 
 from lpn_edge.checkpoint import save_checkpoint
 from lpn_edge.config import ModelConfig, RunConfig
-from lpn_edge.export.images import DEFAULT_PARITY_DATA, list_images
 from lpn_edge.model import build_model
+from lpn_edge.runtime.preprocessing import find_images, preprocess
 
-REAL_DATA = DEFAULT_PARITY_DATA if (DEFAULT_PARITY_DATA / "drone").is_dir() else None
-SMALL_PARITY = dict(parity_queries=8, parity_gallery=16)
+REAL_DATA = MOSAIC if (MOSAIC / "drone").is_dir() else None  # passed explicitly: the library has no default
+SMALL_PARITY = dict(parity_queries=8, parity_gallery=16, parity_data=REAL_DATA)
 
 
 def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int] = (64, 64), pool: str = "avg",
@@ -54,12 +55,20 @@ def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int
 
 def _sample_images(size: tuple[int, int], generator: torch.Generator, count: int) -> torch.Tensor:
     if REAL_DATA is not None:  # the last ids: the parity checks use the first ones
-        from lpn_edge.export.images import load_images
-
         half = count // 2
-        paths = list_images(REAL_DATA / "drone")[-half:] + list_images(REAL_DATA / "satellite")[-(count - half):]
-        return torch.from_numpy(load_images(paths, size))
+        paths = find_images(REAL_DATA / "drone")[-half:] + find_images(REAL_DATA / "satellite")[-(count - half):]
+        return torch.from_numpy(preprocess(paths, size))
     return torch.randn(count, 3, *size, generator=generator)
+
+
+def export_tiny_onnx(root: Path, **checkpoint_args) -> tuple[Path, Path]:
+    """A tiny checkpoint under `root` and its full ONNX export (fp32, random parity images only):
+    (checkpoint, `<root>/out/<stem>-drone.onnx`)."""
+    from lpn_edge.export import ExportOptions, export_model
+
+    ckpt = make_checkpoint(root / "tiny.pt", **checkpoint_args)
+    export_model(ckpt, root / "out", ExportOptions(formats={"onnx"}, parity_queries=2, parity_gallery=4))
+    return ckpt, root / "out" / f"{ckpt.stem}-drone.onnx"
 
 
 def write_calibration_folder(folder: Path, count: int, size: tuple[int, int] = (64, 64)) -> Path:
@@ -74,8 +83,8 @@ def write_calibration_folder(folder: Path, count: int, size: tuple[int, int] = (
     real = []
     if REAL_DATA is not None:
         half = count // 2
-        real = list_images(REAL_DATA / "drone")[100:100 + count - half] + \
-            list_images(REAL_DATA / "satellite")[100:100 + half]
+        real = find_images(REAL_DATA / "drone")[100:100 + count - half] + \
+            find_images(REAL_DATA / "satellite")[100:100 + half]
     rng = np.random.default_rng(1)
     for i in range(count):
         if i < len(real):
@@ -89,8 +98,7 @@ def write_calibration_folder(folder: Path, count: int, size: tuple[int, int] = (
 def test_fixture_checkpoint_gives_clear_top1_matches(tmp_path):
     """Guards the premise of the top-1 checks: each query's noisy copy wins clearly, and BN is far from identity."""
     from lpn_edge.checkpoint import load_model
-    from lpn_edge.export.images import random_set
-    from lpn_edge.export.parity import top1
+    from lpn_edge.export.parity import random_set, top1
 
     model = load_model(make_checkpoint(tmp_path / "m.pt"))
     images = random_set((64, 64), 8, 16)
@@ -105,4 +113,4 @@ def test_fixture_checkpoint_gives_clear_top1_matches(tmp_path):
 
 @pytest.mark.skipif(REAL_DATA is None, reason="shared University-1652 mosaic not present")
 def test_fixture_finds_the_real_data():
-    assert len(list_images(REAL_DATA / "drone")) >= 96
+    assert len(find_images(REAL_DATA / "drone")) >= 96

@@ -14,11 +14,13 @@ from test_export_fixtures import REAL_DATA, SMALL_PARITY, make_checkpoint
 from lpn_edge.checkpoint import load_model
 from lpn_edge.fileio import file_fingerprint
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.export import export_model, load_split_heads, read_onnx_metadata, split_head_embedding
+from lpn_edge.export import ExportOptions, export_model
 from lpn_edge.export.onnx_export import pooling_nodes
-from lpn_edge.export.onnxrt import run_onnx
 from lpn_edge.export.parity import PARITY_THRESHOLDS, ParityThreshold
-from lpn_edge.export.pipeline import variant_ring_weights
+from lpn_edge.export.pooling import ring_weights
+from lpn_edge.runtime.artifact import read_onnx_metadata
+from lpn_edge.runtime.onnx_runner import run_onnx
+from lpn_edge.runtime.split_heads import load_split_heads, split_head_embedding
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def exported(tmp_path_factory):
     """One export shared by the tests of this module: full + split graphs, test-time flip on."""
     root = tmp_path_factory.mktemp("onnx")
     ckpt = make_checkpoint(root / "tiny.pt")
-    result = export_model(ckpt, root / "out", {"onnx"}, split=True, **SMALL_PARITY)
+    result = export_model(ckpt, root / "out", ExportOptions(formats={"onnx"}, split=True, **SMALL_PARITY))
     return ckpt, root / "out", result
 
 
@@ -62,7 +64,7 @@ def test_dynamic_batch_matches_pytorch_at_batch_1_and_7(exported):
 
 def test_pooling_is_one_matmul_with_the_ring_weights(exported):
     ckpt, out, _result = exported
-    ring = variant_ring_weights(load_model(ckpt), "drone", (64, 64))
+    ring = ring_weights(load_model(ckpt), "drone", (64, 64))
     assert ring.shape == (16, 4)  # 64 px / 16 = 4x4 map; rings of 2x2 and the rest (resized rule aside)
     graph = onnx.load(str(out / "tiny-drone.onnx"))
     assert len(pooling_nodes(graph, ring)) >= 1
@@ -128,8 +130,8 @@ def test_split_heads_file_needs_no_pickle(exported):
 def test_no_flip_non_square_size_override(exported, tmp_path):
     """--no-flip, --size 96,64 (non-square, not the config's size), split heads with bias counted once."""
     ckpt, _out, _result = exported
-    result = export_model(ckpt, tmp_path / "out", {"onnx"}, split=True, flip=False, size=(96, 64),
-                          parity_queries=4, parity_gallery=8)
+    result = export_model(ckpt, tmp_path / "out", ExportOptions(formats={"onnx"}, split=True, flip=False, size=(96, 64),
+                                                                parity_queries=4, parity_gallery=8))
     assert all(f.passed for f in result.parity)
     meta = read_onnx_metadata(tmp_path / "out" / "tiny-drone.onnx")
     assert meta["flip"] is False and meta["preprocessing"]["size"] == [96, 64]
@@ -151,7 +153,7 @@ def test_failed_parity_leaves_no_artifact(exported, tmp_path, monkeypatch):
     (out / "tiny-drone.onnx").write_bytes(b"an older export that must survive")
     monkeypatch.setitem(PARITY_THRESHOLDS, "fp32", ParityThreshold(1.5, 1.5, 1.0))
     with pytest.raises(LpnEdgeError, match=r"parity check failed, artifact not kept: tiny-drone.onnx .*cosine min"):
-        export_model(ckpt, out, {"onnx"}, parity_queries=2, parity_gallery=4, parity_data=None)
+        export_model(ckpt, out, ExportOptions(formats={"onnx"}, parity_queries=2, parity_gallery=4))
     assert [p.name for p in out.iterdir()] == ["tiny-drone.onnx"]
     assert (out / "tiny-drone.onnx").read_bytes() == b"an older export that must survive"
 
@@ -160,7 +162,8 @@ def test_failed_parity_leaves_no_artifact(exported, tmp_path, monkeypatch):
 def test_max_and_avg_max_pooling_export_with_parity(tmp_path, pool):
     """Non-avg pooling exports (masked ReduceMax per ring; avg+max also the ring MatMul) and matches PyTorch."""
     ckpt = make_checkpoint(tmp_path / "m.pt", pool=pool)
-    result = export_model(ckpt, tmp_path / "out", {"onnx"}, parity_queries=4, parity_gallery=8, parity_data=None)
+    result = export_model(ckpt, tmp_path / "out", ExportOptions(formats={"onnx"}, parity_queries=4,
+                                                                parity_gallery=8))
     from lpn_edge.export.pooling import max_pooling_nodes, pooling_signature
 
     assert result.parity and all(f.passed for f in result.parity)

@@ -14,12 +14,13 @@ from test_export_fixtures import make_checkpoint
 
 from lpn_edge.checkpoint import load_model
 from lpn_edge.fileio import file_fingerprint
-from lpn_edge.export import export_model
+from lpn_edge.export import ExportOptions, export_model
 
 
 def _export_and_check(tmp_path, device: str):
     ckpt = make_checkpoint(tmp_path / "tiny.pt")
-    result = export_model(ckpt, tmp_path / "out", {"pt2"}, batch=(1, 4, 8), parity_queries=4, parity_gallery=8)
+    result = export_model(ckpt, tmp_path / "out", ExportOptions(formats={"pt2"}, batch=(1, 4, 8), parity_queries=4,
+                                                                parity_gallery=8))
     package = tmp_path / "out" / "tiny-drone.pt2"
     assert result.paths() == [package, tmp_path / "out" / "tiny-drone.pt2.json"]
     assert all(f.passed and f.backend == f"aotinductor-{device}" for f in result.parity)
@@ -58,4 +59,5 @@ def test_pt2_refuses_without_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     with pytest.raises(LpnEdgeError, match="--pt2 compiles C\\+\\+ and needs a compiler: 'no-such-compiler-xyz' "
                                            "was not found"):
-        export_model(tmp_path / "any.pt", tmp_path / "out", {"pt2"})  # refused before reading the checkpoint
+        # refused before reading the checkpoint
+        export_model(tmp_path / "any.pt", tmp_path / "out", ExportOptions(formats={"pt2"}))

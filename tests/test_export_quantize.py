@@ -8,16 +8,17 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
-from test_export_fixtures import SMALL_PARITY, make_checkpoint, write_calibration_folder
+from test_export_fixtures import SMALL_PARITY, export_tiny_onnx, make_checkpoint, write_calibration_folder
 
 from lpn_edge.checkpoint import load_model
-from lpn_edge.export import export_model, read_onnx_metadata
+from lpn_edge.export import ExportOptions, export_model
 from lpn_edge.export.fp16 import convert_to_fp16
 from lpn_edge.export.onnx_export import pooling_nodes
-from lpn_edge.export.onnxrt import run_onnx
 from lpn_edge.export.parity import PARITY_THRESHOLDS
-from lpn_edge.export.pipeline import variant_ring_weights
+from lpn_edge.export.pooling import ring_weights
 from lpn_edge.export.quantize import quantize_per_channel
+from lpn_edge.runtime.artifact import read_onnx_metadata
+from lpn_edge.runtime.onnx_runner import run_onnx
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def int8_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     ckpt = make_checkpoint(root / "tiny.pt")
     calib = write_calibration_folder(root / "calib", 32)
-    result = export_model(ckpt, root / "out", {"onnx"}, precision="int8", calib_dir=calib, split=True,
-                          **SMALL_PARITY)
+    result = export_model(ckpt, root / "out", ExportOptions(formats={"onnx"}, precision="int8", calib=calib, split=True,
+                                                            **SMALL_PARITY))
     return ckpt, root / "out", result
 
 
@@ -125,10 +126,7 @@ def test_per_channel_quantization_round_trip():
 
 @pytest.fixture(scope="module")
 def fp32_onnx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fp16")
-    ckpt = make_checkpoint(root / "tiny.pt")
-    export_model(ckpt, root / "out", {"onnx"}, parity_queries=2, parity_gallery=4, parity_data=None)
-    return ckpt, root / "out" / "tiny-drone.onnx"
+    return export_tiny_onnx(tmp_path_factory.mktemp("fp16"))
 
 
 def test_fp16_converter_keeps_float32_io_and_the_tail_in_fp32(fp32_onnx, tmp_path):
@@ -136,7 +134,7 @@ def test_fp16_converter_keeps_float32_io_and_the_tail_in_fp32(fp32_onnx, tmp_pat
     structure and the fp16 rounding of its weights; fp16 arithmetic itself is TensorRT's."""
     ckpt, source = fp32_onnx
     proto = onnx.load(str(source))
-    ring = variant_ring_weights(load_model(ckpt), "drone", (64, 64))
+    ring = ring_weights(load_model(ckpt), "drone", (64, 64))
     keep = [name for node in pooling_nodes(proto, ring) for name in node.output]
     converted = convert_to_fp16(proto, keep_fp32_from=keep)
     path = tmp_path / "fp16.onnx"
@@ -175,7 +173,8 @@ def test_calibration_folder_is_streamed_in_batches(tmp_path):
     import dataclasses
 
     from lpn_edge.errors import LpnEdgeError
-    from lpn_edge.export.images import calibration_images, list_images, load_images
+    from lpn_edge.export.calibration import calibration_images
+    from lpn_edge.runtime.preprocessing import find_images, preprocess
 
     folder = write_calibration_folder(tmp_path / "calib", 10)
     calibration = calibration_images(folder, (64, 64), minimum=10)
@@ -183,7 +182,7 @@ def test_calibration_folder_is_streamed_in_batches(tmp_path):
     assert not [f for f in dataclasses.fields(calibration) if isinstance(getattr(calibration, f.name), np.ndarray)]
     batches = list(calibration.batches(4))
     assert [len(b) for b in batches] == [4, 4, 2]
-    np.testing.assert_array_equal(np.concatenate(batches), load_images(list_images(folder), (64, 64)))
+    np.testing.assert_array_equal(np.concatenate(batches), preprocess(find_images(folder), (64, 64)))
     assert calibration.first(3).shape == (3, 3, 64, 64)
     with pytest.raises(LpnEdgeError, match="holds 10 images .*needs at least 32"):
         calibration_images(folder, (64, 64), minimum=32)

@@ -13,14 +13,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_export_fixtures import SMALL_PARITY, make_checkpoint, write_calibration_folder
+from test_export_fixtures import SMALL_PARITY, export_tiny_onnx, make_checkpoint, write_calibration_folder
 
 from lpn_edge.fileio import file_fingerprint
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.export import check_engine_sidecar, export_model
-from lpn_edge.export.metadata import write_sidecar
-from lpn_edge.export.trt_plan import (LayerInfo, check_gpu, cuda_version_text, fp32_tail_layers, onnx_layers,
-                                      plan_build)
+from lpn_edge.export import ExportOptions, export_model
+from lpn_edge.export.trt_plan import LayerInfo, check_gpu, fp32_tail_layers, onnx_layers, plan_build
+from lpn_edge.runtime.artifact import check_engine_sidecar, write_sidecar
+from lpn_edge.runtime.cuda_buffers import cuda_version_text
 
 HERE = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7", "cuda_version": "12.6"}
 
@@ -119,10 +119,8 @@ def avg_max_graph(tmp_path_factory):
     from lpn_edge.checkpoint import load_model
     from lpn_edge.export.pooling import pooling_outputs, pooling_signature
 
-    root = tmp_path_factory.mktemp("tail")
-    ckpt = make_checkpoint(root / "am.pt", pool="avg+max")
-    export_model(ckpt, root / "out", {"onnx"}, parity_queries=2, parity_gallery=4, parity_data=None)
-    proto = onnx.load(str(root / "out" / "am-drone.onnx"))
+    ckpt, path = export_tiny_onnx(tmp_path_factory.mktemp("tail"), pool="avg+max")
+    proto = onnx.load(str(path))
     return proto, pooling_outputs(proto, pooling_signature(load_model(ckpt), "drone", (64, 64)))
 
 
@@ -180,7 +178,7 @@ def test_cuda_version_is_the_driver_version_as_major_minor():
 
 def _host_memory():
     """numpy buffers behind the CudaMemory primitives, to test its bookkeeping on a machine without a GPU."""
-    from lpn_edge.export.cuda_memory import CudaMemory
+    from lpn_edge.runtime.cuda_buffers import CudaMemory
 
     class HostMemory(CudaMemory):
         name = "host"
@@ -226,7 +224,7 @@ def test_cuda_memory_releases_buffers_and_streams_on_close():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_real_cuda_memory_round_trip_and_release():
-    from lpn_edge.export.cuda_memory import cuda_memory
+    from lpn_edge.runtime.cuda_buffers import cuda_memory
 
     with cuda_memory() as memory:
         data = np.arange(12, dtype=np.float32)
@@ -250,8 +248,8 @@ def needs_tensorrt(test):
 
 def _tensorrt_and_runtime():
     trt = pytest.importorskip("tensorrt")
-    from lpn_edge.export.cuda_memory import cuda_memory
-    from lpn_edge.export.tensorrt import runtime_info
+    from lpn_edge.runtime.cuda_buffers import cuda_memory
+    from lpn_edge.runtime.trt_engine import runtime_info
 
     return trt, runtime_info(trt, cuda_memory())
 
@@ -262,8 +260,8 @@ def _tensorrt_and_runtime():
 def test_engine_parity(tmp_path, precision, split):
     trt, info = _tensorrt_and_runtime()
     ckpt = make_checkpoint(tmp_path / "tiny.pt")
-    result = export_model(ckpt, tmp_path / "out", {"trt"}, precision=precision, batch=(1, 4, 8), split=split,
-                          **SMALL_PARITY)
+    result = export_model(ckpt, tmp_path / "out", ExportOptions(formats={"trt"}, precision=precision, batch=(1, 4, 8),
+                                                                split=split, **SMALL_PARITY))
     stem = "tiny-drone.split" if split else "tiny-drone"
     engine = tmp_path / "out" / f"{stem}.{precision}.engine"
     assert engine in result.paths()
@@ -278,8 +276,8 @@ def test_int8_engine_parity(tmp_path):
     _trt, info = _tensorrt_and_runtime()
     ckpt = make_checkpoint(tmp_path / "tiny.pt")
     calib = write_calibration_folder(tmp_path / "calib", 32)
-    result = export_model(ckpt, tmp_path / "out", {"trt"}, precision="int8", calib_dir=calib, batch=(1, 8, 8),
-                          **SMALL_PARITY)
+    result = export_model(ckpt, tmp_path / "out", ExportOptions(formats={"trt"}, precision="int8", calib=calib,
+                                                                batch=(1, 8, 8), **SMALL_PARITY))
     engine = tmp_path / "out" / "tiny-drone.int8.engine"
     assert all(f.passed for f in result.parity)
     assert check_engine_sidecar(engine, info)["precision"] == "int8"
@@ -294,6 +292,7 @@ def test_failed_engine_parity_leaves_no_engine_and_no_fp16_onnx(tmp_path, monkey
     ckpt = make_checkpoint(tmp_path / "tiny.pt")
     monkeypatch.setitem(PARITY_THRESHOLDS, "fp16", ParityThreshold(1.5, 1.5, 1.0))
     with pytest.raises(LpnEdgeError, match="parity check failed, artifact not kept: tiny-drone.fp16.engine"):
-        export_model(ckpt, tmp_path / "out", {"trt"}, precision="fp16", batch=(1, 4, 8), **SMALL_PARITY)
+        export_model(ckpt, tmp_path / "out", ExportOptions(formats={"trt"}, precision="fp16", batch=(1, 4, 8),
+                                                           **SMALL_PARITY))
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert not [name for name in left if name.endswith((".engine", ".fp16.onnx")) or name.startswith(".tmp-")]

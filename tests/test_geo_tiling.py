@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from lpn_edge.cli import app
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.fileio import TEMPORARY_GLOB
 from lpn_edge.geo.georef import EARTH_RADIUS_M, georef_from_bounds
 from lpn_edge.geo.tiling import plan_tiles, read_geo_csv, tile_orthophoto
 
@@ -86,10 +87,10 @@ def test_rerun_skips_finished_tiles_and_refuses_another_tiling(orthophoto, tmp_p
     first = tile_orthophoto(orthophoto, out, 100.0, size=16, bounds=BOUNDS)
     assert (first.written, first.skipped) == (first.plan.count, 0)
     (out / "tiles" / "0001.png").unlink()
-    (out / "tiles" / ".0002.png.abc.tmp").write_bytes(b"half a tile")  # an interrupted write
+    (out / "tiles" / ".tmp-0123abcd-0002.png").write_bytes(b"half a tile")  # an interrupted write (fileio.Staging)
     again = tile_orthophoto(orthophoto, out, 100.0, size=16, bounds=BOUNDS)
     assert (again.written, again.skipped) == (1, first.plan.count - 1)
-    assert not list((out / "tiles").glob(".*.tmp"))
+    assert not list((out / "tiles").glob(TEMPORARY_GLOB))
     with pytest.raises(LpnEdgeError, match="cut another way.*tile_size_m"):
         tile_orthophoto(orthophoto, out, 80.0, size=16, bounds=BOUNDS)
     foreign = tmp_path / "foreign"

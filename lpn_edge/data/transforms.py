@@ -15,7 +15,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from lpn_edge.data.images import IMAGENET_MEAN, IMAGENET_STD
+from lpn_edge.runtime.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from lpn_edge.errors import LpnEdgeError
 
 SHIFT_FILLS = ("reflect", "constant", "edge", "symmetric")

@@ -241,7 +241,7 @@ def _draw(task: Task, query: _Side, gallery: _Side, qf: np.ndarray, gf: np.ndarr
     strips = retrieval_grid(rows, out_dir / f"{task.name}-retrieval.png", legend=STRIP_LEGEND)
     transform = encoder.transform(perturbed=False)
     images = [load_rgb(query.paths[q]) for q in picks]
-    from lpn_edge.eval.features import exact_fp32
+    from lpn_edge.precision import exact_fp32
 
     with torch.no_grad(), exact_fp32():
         batch = torch.stack([transform(image) for image in images])

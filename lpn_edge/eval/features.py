@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def exact_fp32() -> Iterator[None]:
-    """No TF32 in cuDNN convolutions and CUDA matmuls inside the block, the caller's flags restored afterwards.
-
-    The export stage's `lpn_edge.export.reference.exact_fp32` (one definition), imported when used so that this
-    module stays importable without torch.
-    """
-    from lpn_edge.export.reference import exact_fp32 as reference_exact_fp32
-
-    with reference_exact_fp32():
-        yield
+from lpn_edge.precision import exact_fp32
 
 
 class ImagePaths:

@@ -1,8 +1,25 @@
-"""Export stage: ONNX, TensorRT engines, AOTInductor packages, int8 quantization, parity checks, metadata.
+"""Export stage: ONNX, TensorRT engines, AOTInductor packages, int8 quantization, parity checks.
+
+The build side of the artifact contract: it writes what `lpn_edge.runtime` reads, by importing it (never the
+reverse). Modules, one concern each:
+    options       ExportOptions (every option and default) and the checks that refuse a bad request
+    formats       the format table: suffix, flag, precisions, options used, builder
+    pipeline      export_model: the export job that composes the format modules and owns the parity checks
+    parity        parity image sets, thresholds, figures and the check
+    reference     the PyTorch fp32 reference embeddings
+    calibration   int8 calibration images, decoded a batch at a time
+    pooling       the exportable embedding module and how its pooling is found in the ONNX graph
+    split         the split export's torch side (backbone-only module, BatchNorm-folded heads)
+    onnx_export   torch -> ONNX (dynamic batch, metadata, checks)
+    onnx_graph    ModelProto helpers: graph surgery, metadata_props
+    fp16, quantize  fp16 copy and Q/DQ int8 version of an ONNX graph
+    tensorrt, trt_plan  building TensorRT engines; the per-version build decisions
+    pt2           AOTInductor packages
+    cli           `lpn-edge export`
 
 Names are imported lazily (this package is imported by the command line, whose `--help` must stay instant):
-`export_model`, `ExportResult`, `read_onnx_metadata`, `split_head_embedding`, `load_split_heads`,
-`check_engine_sidecar`, `FORMATS`, `PARITY_THRESHOLDS`.
+`export_model`, `ExportOptions`, `ExportResult`, `FORMATS`, `PARITY_THRESHOLDS`; the reading side
+(`read_onnx_metadata`, `check_engine_sidecar`, `load_split_heads`, `split_head_embedding`) is `lpn_edge.runtime`'s.
 """
 
 from __future__ import annotations
@@ -12,10 +29,7 @@ import importlib
 _PUBLIC = {
     "export_model": "lpn_edge.export.pipeline",
     "ExportResult": "lpn_edge.export.pipeline",
-    "read_onnx_metadata": "lpn_edge.export.metadata",
-    "split_head_embedding": "lpn_edge.export.split_heads",
-    "load_split_heads": "lpn_edge.export.split_heads",
-    "check_engine_sidecar": "lpn_edge.export.sidecar",
+    "ExportOptions": "lpn_edge.export.options",
     "FORMATS": "lpn_edge.export.formats",
     "PARITY_THRESHOLDS": "lpn_edge.export.parity",
 }

@@ -17,23 +17,24 @@ import numpy as np
 import torch
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.export.metadata import set_onnx_metadata
+from lpn_edge.export.onnx_graph import set_onnx_metadata
+from lpn_edge.runtime.trt_engine import INPUT_NAME
 
 TRACE_BATCH = 2
-INPUT_NAME = "images"
 # Loggers of the exporter that narrate (with tracebacks) its attempt to convert its opset-18 graph down to the
 # requested opset; the outcome is read from the file and reported once instead.
 _EXPORTER_LOGGERS = ("onnxscript.version_converter", "torch.onnx._internal.exporter._compat")
 
 
 def export_onnx(module: torch.nn.Module, size: tuple[int, int], path: Path, *, output_name: str, opset: int,
-                metadata: dict) -> int:
+                metadata: dict) -> tuple[int, object]:
     """Write `module` ((N, 3, H, W) float32 `images` -> (N, ...) `output_name`) to `path` as ONNX.
 
-    Returns the opset the file really has: torch's exporter implements opset >= 18 and converts down when asked for
-    less, which can fail (opset 17 with ReduceL2); then the file keeps 18 and `metadata["opset"]` says so.
-    Checks afterwards: `onnx.checker.check_model(full_check=True)` and a symbolic batch dimension on the input and
-    the output. Raises LpnEdgeError when the exporter fails.
+    Returns (opset, proto): the opset the file really has, and the ModelProto as written. torch's exporter
+    implements opset >= 18 and converts down when asked for less, which can fail (opset 17 with ReduceL2); then
+    the file keeps 18 and `metadata["opset"]` says so.
+    Checks, on the graph in memory before it is written (once): `onnx.checker.check_model(full_check=True)` and a
+    symbolic batch dimension on the input and the output. Raises LpnEdgeError when the exporter fails.
     """
     import onnx
 
@@ -48,23 +49,22 @@ def export_onnx(module: torch.nn.Module, size: tuple[int, int], path: Path, *, o
     try:
         # The exporter reports its progress on stdout; keep it for the error message only.
         with contextlib.redirect_stdout(log), _quiet(_EXPORTER_LOGGERS):
-            torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[output_name],
-                              dynamic_shapes={"images": {0: batch}}, external_data=False, optimize=True,
-                              verbose=False)
+            program = torch.onnx.export(module, (example,), None, dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[output_name],
+                                        dynamic_shapes={"images": {0: batch}}, optimize=True, verbose=False)
+            proto = program.model_proto
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one line
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise LpnEdgeError(f"ONNX export of {type(module).__name__} failed ({type(exc).__name__}: {detail})") from None
     # The training flag can be flipped back by exporters on the top-level module: keep the caller's model in eval.
     module.eval()
-    proto = onnx.load(str(path))
     opset_written = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     set_onnx_metadata(proto, {**metadata, "opset": opset_written})
     proto.doc_string = f"lpn-edge export: {metadata.get('view')} view, output {output_name}"
-    onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+    onnx.checker.check_model(proto, full_check=True)
     check_dynamic_batch(proto, path)
-    return opset_written
+    onnx.save(proto, str(path))
+    return opset_written, proto
 
 
 @contextlib.contextmanager

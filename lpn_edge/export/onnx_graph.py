@@ -1,8 +1,30 @@
-"""Small helpers for rewriting ONNX graphs in place (shared by the int8 and fp16 converters)."""
+"""Small helpers for rewriting ONNX ModelProtos in place: graph surgery shared by the int8 and fp16 converters, and
+the artifact metadata in `metadata_props` (encoded as `lpn_edge.runtime.artifact` reads it back)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.runtime.artifact import encode_metadata
+
+
+def set_onnx_metadata(model_proto, meta: dict[str, Any]) -> None:
+    """Replace the ModelProto's metadata_props with `meta` (values JSON-encoded, `artifact.encode_metadata`)."""
+    del model_proto.metadata_props[:]
+    for key, value in encode_metadata(meta).items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def rewrite_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Replace the metadata of the ONNX file at `path` (e.g. a converted copy that must state its own precision)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_onnx_metadata(proto, meta)
+    onnx.save(proto, str(path))
 
 
 def replace_repeated(container, items: list) -> None:

@@ -1,16 +1,24 @@
-"""Parity of an exported artifact against the PyTorch model: named thresholds per precision, figures, the check.
+"""Parity of an exported artifact against the PyTorch model: the image sets, named thresholds per precision, the
+figures and the check.
 
-Two figures per image set: the per-row cosine between the artifact's embedding and PyTorch's (both unit norm),
-and whether each query finds the same top-1 gallery item when every backend embeds query and gallery itself.
+Image sets (`ParitySet`): random standard-normal images always, and real photos from an explicit data folder
+(University-1652 layout, `parity_sets(..., data_dir)`) when it holds enough; int8 artifacts are checked on
+calibration images instead of noise (`calibration_set`). Two figures per image set: the per-row cosine between the
+artifact's embedding and PyTorch's (both unit norm), and whether each query finds the same top-1 gallery item when
+every backend embeds query and gallery itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.runtime.preprocessing import find_images, preprocess
+
+POSITIVE_NOISE = 0.1  # std of the noise that turns a query into its gallery match (normalised pixel units)
 
 
 @dataclass(frozen=True)
@@ -95,3 +103,63 @@ def require(figures: list[ParityFigures]) -> None:
     failed = [f for f in figures if not f.passed]
     if failed:
         raise LpnEdgeError("parity check failed, artifact not kept: " + "; ".join(f.line() for f in failed))
+
+
+@dataclass(frozen=True)
+class ParitySet:
+    """Images every backend embeds: rows [:queries] are queries, the rest the gallery searched for their top-1.
+
+    The first `queries` gallery rows are noisy copies of the queries (+ N(0, 0.1^2)): every query has
+    a clear match, as in a real search, so top-1 agreement tests ranking rather than the order of near-ties
+    (unrelated images of an untrained model embed almost alike). The other gallery rows are distractors.
+    """
+
+    name: str  # "random" or the data set's name
+    images: np.ndarray  # (queries + gallery, 3, H, W) float32
+    queries: int
+
+
+def random_set(size: tuple[int, int], queries: int, gallery: int, seed: int = 0) -> ParitySet:
+    """Standard-normal images (the range of ImageNet-normalised pixels), reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    queries_images = rng.standard_normal((queries, 3, *size), dtype=np.float32)
+    distractors = rng.standard_normal((max(gallery - queries, 0), 3, *size), dtype=np.float32)
+    return _with_positives("random", queries_images, distractors, gallery)
+
+
+def real_set(data_dir: Path, size: tuple[int, int], queries: int, gallery: int) -> ParitySet | None:
+    """Drone photos as queries, their noisy copies plus satellite photos as gallery; None if too few images.
+
+    Layout: `drone/<id>/<id>.jpg` and `satellite/<id>/<id>.jpg`. All go through the exported view's model: the
+    check is that every backend ranks the same, not that the views match.
+    """
+    drone, satellite = find_images(Path(data_dir) / "drone"), find_images(Path(data_dir) / "satellite")
+    distractors = max(gallery - queries, 0)
+    if len(drone) < queries or len(satellite) < distractors:
+        return None
+    return _with_positives(Path(data_dir).resolve().name, preprocess(drone[:queries], size),
+                           preprocess(satellite[:distractors], size), gallery)
+
+
+def calibration_set(calibration: np.ndarray, queries: int, gallery: int) -> ParitySet:
+    """Parity images drawn from the calibration images (N >= 3 needed): a third as queries, the rest distractors."""
+    queries = min(queries, len(calibration) // 3)
+    distractors = calibration[queries:queries + max(gallery - queries, 0)]
+    return _with_positives("calibration", calibration[:queries], distractors, queries + len(distractors))
+
+
+def _with_positives(name: str, queries: np.ndarray, distractors: np.ndarray, gallery: int) -> ParitySet:
+    noise = np.random.default_rng(1).standard_normal(queries.shape, dtype=np.float32)
+    positives = queries + POSITIVE_NOISE * noise
+    images = np.concatenate([queries, positives, distractors])[:len(queries) + gallery]
+    return ParitySet(name, np.ascontiguousarray(images, np.float32), len(queries))
+
+
+def parity_sets(size: tuple[int, int], queries: int, gallery: int, data_dir: Path | None) -> list[ParitySet]:
+    """The random set, plus the real set when `data_dir` holds enough images."""
+    sets = [random_set(size, queries, gallery)]
+    if data_dir is not None:
+        real = real_set(data_dir, size, queries, gallery)
+        if real is not None:
+            sets.append(real)
+    return sets

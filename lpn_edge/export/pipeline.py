@@ -1,13 +1,16 @@
-"""`export_model`: checkpoint -> ONNX / TensorRT / pt2 artifacts, each checked against PyTorch before it is kept.
+"""`export_model(checkpoint, out_dir, options)`: checkpoint -> ONNX / TensorRT / pt2 artifacts, each checked against
+PyTorch before it is kept.
 
-Order of work: refuse bad options (no work done), load the checkpoint, then per format: write under a temporary
-name, check parity, rename. ONNX comes first because TensorRT builds from it.
+Order of work: refuse bad options (no work done: `options.check_options`, the Python modules of every format,
+TensorRT and its GPU once, the compiler, the calibration folder), read the checkpoint once, then per format in
+table order (`formats.FORMATS`, whose `builder` column names the `ExportJob` step): write under a temporary name
+(`fileio.Staging`), check parity, rename. The format modules (`onnx_export`, `quantize`, `tensorrt`, `pt2`) are
+plain functions; this job composes them and owns the parity checks.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +19,14 @@ import numpy as np
 import torch
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.export import onnxrt
-from lpn_edge.export.formats import MIN_CALIBRATION_IMAGES, ExportRequest, check_against_model, check_modules, \
-    check_request
-from lpn_edge.export.images import DEFAULT_PARITY_DATA, ParitySet, calibration_images, calibration_set, list_images, \
-    parity_sets
-from lpn_edge.export.metadata import artifact_metadata, rewrite_onnx_metadata
-from lpn_edge.export.parity import ParityFigures, compare, require
+from lpn_edge.export.formats import FORMATS
+from lpn_edge.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, check_against_model, check_modules, \
+    check_options
+from lpn_edge.export.parity import ParityFigures, ParitySet, calibration_set, compare, parity_sets, require
 from lpn_edge.export.reference import reference_device, run_module
-from lpn_edge.export.staging import Staging
+from lpn_edge.fileio import Staging
+from lpn_edge.runtime.artifact import artifact_metadata, sidecar_path, write_sidecar
+from lpn_edge.runtime.onnx_runner import OnnxRunner
 
 
 @dataclass(frozen=True)
@@ -64,84 +66,89 @@ class GraphVariant:
     stem: str  # file name without suffix
     metadata: dict
     heads: dict[str, np.ndarray] | None = None  # split heads: (N, C, h, w) feature map -> embedding
+    pooled: list[str] | None = None  # names of the pooled tensors in its fp32 ONNX (full graph), set when written
 
     def to_embedding(self, outputs: np.ndarray) -> np.ndarray:
         """The graph's output -> (N, D) embedding."""
         if self.heads is None:
             return outputs
-        from lpn_edge.export.split_heads import split_head_embedding
+        from lpn_edge.runtime.split_heads import split_head_embedding
 
         return split_head_embedding(outputs, self.heads)
 
 
-def export_model(checkpoint: str | Path, out_dir: str | Path, formats: set[str], precision: str = "fp32",
-                 calib_dir: str | Path | None = None, view: str = "drone", batch: tuple[int, int, int] = (1, 8, 32),
-                 size: tuple[int, int] | None = None, split: bool = False, flip: bool = True, opset: int = 18,
-                 workspace_mb: int = 2048, *, parity_queries: int = 32, parity_gallery: int = 64,
-                 parity_data: str | Path | None = DEFAULT_PARITY_DATA,
+def export_model(checkpoint: str | Path, out_dir: str | Path, options: ExportOptions, *,
                  progress: Callable[[str], None] | None = None) -> ExportResult:
-    """Export an lpn-edge checkpoint and check every artifact against the PyTorch model.
+    """Export an lpn-edge checkpoint as `options` say and check every artifact against the PyTorch model.
 
-    formats: subset of {"onnx", "trt", "pt2"} ("trt" implies "onnx"). precision: "fp32", "fp16" (TensorRT only) or
-    "int8" (needs `calib_dir`). batch: (min, opt, max) for the TensorRT profile and the pt2 batch range; the ONNX
-    batch is unbounded. size: (H, W) input pixels, default the checkpoint's image_size. split: also write the
-    backbone-only graph (feature map (N, C, h, w) out) and its folded heads (.npz). flip: bake test-time flip into the
-    graphs. Parity uses `parity_queries` + `parity_gallery` random images, and as many real ones from `parity_data`
-    (University-1652 layout) when present. `progress` receives one line per step (e.g. `print`).
-
-    Raises LpnEdgeError (one line) for refused options, a bad checkpoint, a failed export or a failed parity check;
-    an artifact that failed its check is deleted, never left under its final name.
+    `progress` receives one line per step (e.g. `print`). Raises LpnEdgeError (one line) for refused options, a bad
+    checkpoint, a failed export or a failed parity check; an artifact that failed its check is deleted, never left
+    under its final name.
     """
-    request = check_request(set(formats), precision, calib_dir, view, batch, size, split, flip, opset, workspace_mb)
-    check_modules(request)
-    if "trt" in request.formats:
+    check_options(options)
+    check_modules(options)
+    progress = progress or (lambda line: None)
+    notes: list[str] = []
+    trt = None
+    if "trt" in options.build_order:
         from lpn_edge.export.tensorrt import require_tensorrt
 
-        require_tensorrt()  # before the ONNX export: without TensorRT the user gets one line, not a wasted export
-    if "pt2" in request.formats:
+        trt = require_tensorrt(note=notes.append)  # before the ONNX export: no wasted export without TensorRT
+    if "pt2" in options.build_order:
         from lpn_edge.export.pt2 import require_compiler
 
         require_compiler()
-    if request.calib_dir is not None:
-        found = len(list_images(request.calib_dir))
-        if found < MIN_CALIBRATION_IMAGES:
-            raise LpnEdgeError(f"--calib {request.calib_dir} holds {found} images; int8 calibration needs at least "
-                               f"{MIN_CALIBRATION_IMAGES}")
-    job = _ExportJob(request, Path(checkpoint), Path(out_dir), parity_queries, parity_gallery,
-                     Path(parity_data) if parity_data else None, progress or (lambda line: None))
+    calibration_paths = None
+    if options.calib is not None:
+        from lpn_edge.runtime.preprocessing import find_images
+
+        calibration_paths = find_images(options.calib)
+        if len(calibration_paths) < MIN_CALIBRATION_IMAGES:
+            raise LpnEdgeError(f"--calib {options.calib} holds {len(calibration_paths)} images; int8 calibration "
+                               f"needs at least {MIN_CALIBRATION_IMAGES}")
+    job = ExportJob(options, Path(checkpoint), Path(out_dir), progress, trt, calibration_paths)
+    for text in notes:
+        job.note(text)
     job.run()
     return job.result
 
 
-class _ExportJob:
-    """State shared by the formats of one export: the model, its variants, parity images and references."""
+class ExportJob:
+    """One export: the model read once, its graph variants, parity images and PyTorch references, and one step
+    per format (`FORMATS[name].builder`)."""
 
-    def __init__(self, request: ExportRequest, checkpoint: Path, out_dir: Path, queries: int, gallery: int,
-                 parity_data: Path | None, progress: Callable[[str], None]) -> None:
-        from lpn_edge.checkpoint import load_model, read_checkpoint
+    def __init__(self, options: ExportOptions, checkpoint: Path, out_dir: Path, progress: Callable[[str], None],
+                 trt, calibration_paths: list[Path] | None) -> None:
+        from lpn_edge.checkpoint import model_from_payload, read_checkpoint
+        from lpn_edge.export.calibration import CalibrationImages
+        from lpn_edge.export.pooling import ExportEmbedding, pooling_signature
         from lpn_edge.fileio import file_fingerprint
         from lpn_edge.model.backbones import feature_stride
-        from lpn_edge.export.pooling import ExportEmbedding
         from lpn_edge.model.lpn import EmbeddingModel
 
-        self.request, self.out_dir, self.progress = request, out_dir, progress
+        self.options, self.out_dir, self.progress, self.trt = options, out_dir, progress, trt
         self.result = ExportResult()
-        payload = read_checkpoint(checkpoint)  # one-line error for a missing or foreign file
+        payload = read_checkpoint(checkpoint)  # one-line error for a missing or foreign file; read once
         self.config = payload["config"]
-        self.model = load_model(checkpoint, "cpu")
+        self.model = model_from_payload(payload, checkpoint)
         cfg = self.model.config
-        self.size = check_against_model(request, cfg, feature_stride(cfg.backbone, cfg.stride))
-        self.embedding_model = EmbeddingModel(self.model, request.view, request.flip).eval()  # checks the view
+        self.size = check_against_model(options, cfg, feature_stride(cfg.backbone, cfg.stride))
+        self.embedding_model = EmbeddingModel(self.model, options.view, options.flip).eval()  # checks the view
         # What is exported: the same embedding with pooling in its exportable form (see export.pooling); the
         # model's own `embed` (embedding_model) stays the parity reference.
-        self.export_module = ExportEmbedding(self.model, request.view, request.flip).eval()
+        self.export_module = ExportEmbedding(self.model, options.view, options.flip).eval()
+        self.pooling = pooling_signature(self.model, options.view, self.size)  # what the full graph pools with
         self.checkpoint, self.fingerprint = checkpoint, file_fingerprint(checkpoint)
-        self.base = f"{checkpoint.stem}-{request.view}"
-        self.calibration = (calibration_images(request.calib_dir, self.size, MIN_CALIBRATION_IMAGES)
-                            if request.calib_dir is not None else None)
-        self.sets = parity_sets(self.size, queries, gallery, parity_data)
-        if len(self.sets) == 1:
-            self.note(f"parity on random images only: no real images found at {parity_data}")
+        self.base = f"{checkpoint.stem}-{options.view}"
+        self.calibration = (CalibrationImages(tuple(calibration_paths), self.size)
+                            if calibration_paths is not None else None)
+        queries, gallery = options.parity_queries, options.parity_gallery
+        self.sets = parity_sets(self.size, queries, gallery, options.parity_data)
+        if options.parity_data is None:
+            self.note("parity on random images only: no real images given (--parity-data DIR adds them)")
+        elif len(self.sets) == 1:
+            self.note(f"parity on random images only: too few real images at {options.parity_data}")
+        self.int8_sets = self.sets
         if self.calibration is not None:
             # int8 scales are fitted to photos like the calibration images; noise images are out of that range, so
             # int8 artifacts are checked on (held-in) calibration images instead of random ones.
@@ -151,32 +158,23 @@ class _ExportJob:
                       "which int8 scales fitted to photos are not meant for)")
         self._references: dict[str, np.ndarray] = {}
         self._reference_module: torch.nn.Module | None = None
-        self.variants = [self._variant("full")] + ([self._variant("split")] if request.split else [])
+        self.variants = [self._variant("full")] + ([self._variant("split")] if options.split else [])
 
     # -- building blocks -------------------------------------------------------------------------------------------
 
-    @functools.cached_property
-    def pooling(self):
-        """The `PoolingSignature` of the exported view at the export size (what the full graph must pool with)."""
-        from lpn_edge.export.pooling import pooling_signature
-
-        return pooling_signature(self.model, self.request.view, self.size)
-
     def _variant(self, name: str) -> GraphVariant:
-        request = self.request
-        meta_args = dict(view=request.view, flip=request.flip, size=self.size, source=self.checkpoint,
-                         source_fingerprint=self.fingerprint, opset=request.opset)
+        options = self.options
+        meta_args = dict(view=options.view, flip=options.flip, size=self.size, source=self.checkpoint,
+                         source_fingerprint=self.fingerprint, opset=options.opset)
         if name == "full":
             return GraphVariant("full", self.export_module, "embedding", self.base,
                                 artifact_metadata(self.config, output="embedding", **meta_args))
         from lpn_edge.export.split import SplitBackbone, fold_heads
 
-        backbone = SplitBackbone(self.model, request.view, request.flip).eval()
-        with torch.no_grad():
-            feature_size = tuple(backbone(torch.zeros(1, 3, *self.size)).shape[-2:])
-        heads = fold_heads(self.model, request.view, feature_size, flip_summed=request.flip)
+        backbone = SplitBackbone(self.model, options.view, options.flip).eval()
+        heads = fold_heads(self.model, options.view, self.size, flip_summed=options.flip)
         meta = artifact_metadata(self.config, output="feature_map", **meta_args)
-        meta.update(flip_summed=request.flip, feature_size=list(feature_size))
+        meta.update(flip_summed=options.flip, feature_size=list(self.model.feature_map_size(self.size)))
         return GraphVariant("split", backbone, "feature_map", f"{self.base}.split", meta, heads)
 
     def reference(self, images: ParitySet) -> np.ndarray:
@@ -189,21 +187,24 @@ class _ExportJob:
             self._references[images.name] = run_module(self._reference_module, images.images, device)
         return self._references[images.name]
 
-    @property
-    def reference_name(self) -> str:
-        return f"pytorch-{reference_device().type}-fp32"
-
     def check_parity(self, artifact_name: str, backend: str, precision: str,
                      embed: Callable[[np.ndarray], np.ndarray]) -> None:
         """Embed every parity set with `embed` ((N, 3, H, W) -> (N, D)), record the figures, raise on failure."""
         figures = []
+        reference_name = f"pytorch-{reference_device().type}-fp32"
         for images in (self.int8_sets if precision == "int8" else self.sets):
             figures.append(compare(self.reference(images), embed(images.images), images.queries,
                                    artifact=artifact_name, backend=backend, precision=precision,
-                                   image_set=images.name, reference_name=self.reference_name))
+                                   image_set=images.name, reference_name=reference_name))
             self.progress(f"parity: {figures[-1].line()}")
         self.result.parity.extend(figures)
         require(figures)
+
+    def check_onnx_parity(self, path: Path, final_name: str, precision: str, variant: GraphVariant) -> None:
+        """Parity of an ONNX file run by ONNX Runtime on the CPU (the backend available everywhere)."""
+        runner = OnnxRunner(path, providers=("cpu",))
+        self.check_parity(final_name, runner.backend, precision,
+                          lambda images: variant.to_embedding(runner.run(images)))
 
     def note(self, text: str) -> None:
         """A decision the user must know about: printed now and kept in the result."""
@@ -219,51 +220,49 @@ class _ExportJob:
 
     def run(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name in self.request.build_order:
-            getattr(self, f"_build_{name}")()
+        for name in self.options.build_order:
+            getattr(self, FORMATS[name].builder)()
 
-    def _build_onnx(self) -> None:
+    def build_onnx(self) -> None:
         for variant in self.variants:
             self._onnx_fp32(variant)
-        if self.request.precision == "int8":
+        if self.options.precision == "int8":
             # The Q/DQ ONNX is the int8 artifact, and what every TensorRT version builds int8 engines from.
             for variant in self.variants:
                 self._onnx_int8(variant)
 
     def _onnx_fp32(self, variant: GraphVariant) -> None:
-        import onnx
-
         from lpn_edge.export.onnx_export import export_onnx
         from lpn_edge.export.pooling import pooling_outputs
+        from lpn_edge.runtime.split_heads import save_split_heads
 
         final = self.out_dir / f"{variant.stem}.onnx"
-        self.progress(f"exporting {final.name} (ONNX opset {self.request.opset}, output {variant.output_name})")
+        opset = self.options.opset
+        self.progress(f"exporting {final.name} (ONNX opset {opset}, output {variant.output_name})")
         with Staging() as stage:
             tmp = stage.path(final)
-            written = export_onnx(variant.module, self.size, tmp, output_name=variant.output_name,
-                                  opset=self.request.opset, metadata={**variant.metadata, "precision": "fp32"})
+            written, proto = export_onnx(variant.module, self.size, tmp, output_name=variant.output_name,
+                                         opset=opset, metadata={**variant.metadata, "precision": "fp32"})
             variant.metadata["opset"] = written
-            if written != self.request.opset:
-                self.note(f"{final.name}: opset {written}, not the requested {self.request.opset}: torch's ONNX "
-                          f"exporter implements opset >= 18 and could not convert this graph down (TensorRT >= 8.6 "
-                          f"and ONNX Runtime >= 1.14 read opset 18); pass opset=18 to silence this")
+            if written != opset:
+                self.note(f"{final.name}: opset {written}, not the requested {opset}: torch's ONNX exporter "
+                          f"implements opset >= 18 and could not convert this graph down (TensorRT >= 8.6 and ONNX "
+                          f"Runtime >= 1.14 read opset 18); pass opset=18 to silence this")
             if variant.heads is None:
                 try:
-                    pooling_outputs(onnx.load(str(tmp)), self.pooling)
+                    variant.pooled = pooling_outputs(proto, self.pooling)
                 except LpnEdgeError as error:
                     raise LpnEdgeError(f"{final.name}: {error}") from None
             else:
                 heads_final = self.out_dir / f"{variant.stem}.npz"
-                from lpn_edge.export.split import save_split_heads
-
                 save_split_heads(stage.path(heads_final), variant.heads, {**variant.metadata, "precision": "fp32"})
-            self.check_parity(final.name, onnxrt.BACKEND, "fp32",
-                              lambda images: variant.to_embedding(onnxrt.run_onnx(tmp, images)))
+            self.check_onnx_parity(tmp, final.name, "fp32", variant)
         self.add(final, "onnx", "fp32", variant.output_name)
         if variant.heads is not None:
             self.add(heads_final, "onnx", "fp32", "split_heads")
 
     def _onnx_int8(self, variant: GraphVariant) -> None:
+        from lpn_edge.export.onnx_graph import rewrite_onnx_metadata
         from lpn_edge.export.quantize import quantize_int8
 
         source = self.out_dir / f"{variant.stem}.onnx"
@@ -274,27 +273,86 @@ class _ExportJob:
             report = quantize_int8(source, tmp, self.calibration)
             rewrite_onnx_metadata(tmp, {**variant.metadata, "precision": "int8", "quantization": report.summary()})
             self.note(f"{final.name}: {report.summary()}")
-            self.check_parity(final.name, onnxrt.BACKEND, "int8",
-                              lambda images: variant.to_embedding(onnxrt.run_onnx(tmp, images)))
+            self.check_onnx_parity(tmp, final.name, "int8", variant)
         self.add(final, "onnx", "int8", variant.output_name)
 
-    def _build_trt(self) -> None:
-        from lpn_edge.export.tensorrt import build_and_check_engine
+    def build_trt(self) -> None:
+        from lpn_edge.runtime.cuda_buffers import cuda_memory
 
-        for variant in self.variants:
-            build_and_check_engine(self, variant)
+        with cuda_memory() as memory:
+            for variant in self.variants:
+                self._engine(memory, variant)
 
-    def _build_pt2(self) -> None:
-        from lpn_edge.export.pt2 import build_and_check_pt2
+    def _engine(self, memory, variant: GraphVariant) -> None:
+        """Build the engine of one graph variant, check parity, then keep it with its sidecar.
 
-        build_and_check_pt2(self, self.variants[0])
+        Every file of the step (engine, sidecar, the fp16 ONNX a strongly typed fp16 build parses) is written under
+        a temporary name and renamed only after the engine passed its parity check.
+        """
+        from lpn_edge.export.tensorrt import build_engine, write_fp16_onnx
+        from lpn_edge.export.trt_plan import plan_build
+        from lpn_edge.fileio import file_fingerprint
+        from lpn_edge.runtime.batching import run_in_batches
+        from lpn_edge.runtime.trt_engine import EngineRunner, runtime_info
 
+        trt, options, precision = self.trt, self.options, self.options.precision
+        plan = plan_build(str(trt.__version__), precision)
+        fp32_onnx = self.out_dir / f"{variant.stem}.onnx"
+        final = self.out_dir / f"{variant.stem}.{precision}.engine"
+        fp16_final = self.out_dir / f"{variant.stem}.fp16.onnx"
+        info = runtime_info(trt, memory)
+        sm = info["compute_capability"].replace(".", "")
+        timing_cache = self.out_dir / f"timing-trt{trt.__version__}-sm{sm}.cache"
+        lo, opt, hi = options.batch
+        with Staging() as stage:
+            self.progress(f"building {final.name} (TensorRT {trt.__version__}: {plan.describe()}; "
+                          f"{info['gpu_name']}, batch {lo}:{opt}:{hi}, buffers via {memory.name})")
+            if plan.onnx == "int8":
+                source = self.out_dir / f"{variant.stem}.int8.onnx"  # the Q/DQ graph the ONNX step wrote and checked
+            elif plan.onnx == "fp16":
+                source = stage.path(fp16_final)
+                write_fp16_onnx(fp32_onnx, source, variant.pooled, variant.metadata)
+            else:
+                source = fp32_onnx
+            tmp = stage.path(final)
+            # The pooled features are where the fp32 tail begins (the split graph has none: it ends at the map).
+            facts = build_engine(trt, memory, source, tmp, plan=plan, batch=options.batch, size=self.size,
+                                 workspace_mb=options.workspace_mb, timing_cache=timing_cache,
+                                 fp32_tail_from=variant.pooled)
+            facts["onnx_source"] = fp16_final.name if plan.onnx == "fp16" else source.name
+            runner = EngineRunner(trt, memory, tmp)
+            self.check_parity(final.name, f"tensorrt-{trt.__version__}", precision,
+                              lambda images: variant.to_embedding(run_in_batches(runner.run, images, lo, hi)))
+            meta = {**variant.metadata, "precision": precision, **info, "tensorrt_build": facts,
+                    "artifact_fingerprint": file_fingerprint(tmp)}
+            write_sidecar(stage.path(sidecar_path(final)), meta)
+        self.add(final, "trt", precision, variant.output_name)
+        self.add(sidecar_path(final), "trt", precision, "sidecar")
+        self.add(timing_cache, "trt", precision, "timing_cache")
+        if plan.onnx == "fp16":
+            self.add(fp16_final, "onnx", "fp16", "trt_input")
 
-def variant_ring_weights(model, view: str, size: tuple[int, int]) -> np.ndarray:
-    """The (h*w, n) float32 ring weight matrix the model uses for `view` at input size (H, W)."""
-    from lpn_edge.model.partition import partition_matrix
+    def build_pt2(self) -> None:
+        """Compile the full embedding graph, check parity, then keep the package and its sidecar."""
+        from lpn_edge.export.pt2 import compile_pt2, device_info, package_batch, run_pt2
+        from lpn_edge.fileio import file_fingerprint
 
-    with torch.no_grad():
-        feature_size = model.feature_map(torch.zeros(1, 3, *size), view).shape[-2:]
-    kind = model.partition_kind(view)
-    return partition_matrix(kind, int(feature_size[0]), int(feature_size[1]), model.config.parts).float().numpy()
+        variant = self.variants[0]
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        final = self.out_dir / f"{variant.stem}.pt2"
+        if device.type == "cpu":
+            self.note(f"{final.name}: compiled for CPU (no CUDA device here); it runs on CPU only")
+        self.progress(f"compiling {final.name} (AOTInductor, {device.type}; takes a while)")
+        batch = package_batch(self.options.batch)
+        module = variant.module if device.type == "cpu" else copy.deepcopy(variant.module).to(device)
+        with Staging() as stage:
+            tmp = stage.path(final)
+            compile_pt2(module, self.size, tmp, batch, device)
+            self.check_parity(final.name, f"aotinductor-{device.type}", "fp32",
+                              lambda images: run_pt2(tmp, images, device, batch))
+            meta = {**variant.metadata, "precision": "fp32", "batch": list(batch), **device_info(device),
+                    "artifact_fingerprint": file_fingerprint(tmp)}
+            meta.pop("opset", None)  # an ONNX notion
+            write_sidecar(stage.path(sidecar_path(final)), meta)
+        self.add(final, "pt2", "fp32", variant.output_name)
+        self.add(sidecar_path(final), "pt2", "fp32", "sidecar")

@@ -78,14 +78,21 @@ class PoolingSignature:
         return int(self.ring_weights.shape[1])
 
 
+def ring_weights(model, view: str, size: tuple[int, int]) -> np.ndarray:
+    """The (h*w, n) float32 avg pooling matrix `model` uses for `view` at input size (H, W) pixels.
+
+    From the model's own geometry (`LPN.feature_map_size`) and the partition's reference definition, no forward
+    pass; at the configured image size it equals the model's `pooling_weights(view)` buffer.
+    """
+    height, width = model.feature_map_size(size)
+    return partition_matrix(model.partition_kind(view), height, width, model.config.parts).float().numpy()
+
+
 def pooling_signature(model, view: str, size: tuple[int, int]) -> PoolingSignature:
-    """The signature of `model`'s pooling for `view` at input size (H, W) pixels."""
-    with torch.no_grad():
-        height, width = (int(s) for s in model.feature_map(torch.zeros(1, 3, *size), view).shape[-2:])
-    kind, parts = model.partition_kind(view), model.config.parts
-    masks, _areas = partition_masks(kind, height, width, parts)
-    return PoolingSignature(model.config.pool, partition_matrix(kind, height, width, parts).float().numpy(),
-                            masks.numpy().copy())
+    """The signature of `model`'s pooling for `view` at input size (H, W) pixels (no forward pass)."""
+    height, width = model.feature_map_size(size)
+    masks, _areas = partition_masks(model.partition_kind(view), height, width, model.config.parts)
+    return PoolingSignature(model.config.pool, ring_weights(model, view, size), masks.numpy().copy())
 
 
 def max_pooling_nodes(proto, masks: np.ndarray) -> dict[int, list]:

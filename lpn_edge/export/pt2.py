@@ -3,7 +3,8 @@
 `torch.export` (example batch 2, dynamic batch dimension) -> `torch._inductor.aoti_compile_and_package` -> loaded
 back with `torch._inductor.aoti_load_package`. The package is compiled for one device: CUDA when this machine has
 it, else CPU (said in the output and recorded in the sidecar). Compiling needs a C++ compiler in both cases.
-On a 2-core CPU a ResNet-18 LPN at 64x64 px compiles in about 30 s.
+On a 2-core CPU a ResNet-18 LPN at 64x64 px compiles in about 30 s. Plain functions: the export job (`pipeline`)
+composes them and checks parity.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import numpy as np
 import torch
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.export.batching import run_in_batches
-from lpn_edge.export.metadata import sidecar_path, write_sidecar
-from lpn_edge.export.reference import exact_fp32
-from lpn_edge.export.staging import Staging
+from lpn_edge.precision import exact_fp32
+from lpn_edge.runtime.batching import run_in_batches
 
 TRACE_BATCH = 2  # a batch of 1 would be specialised (DESIGN.md section 9)
 
@@ -33,6 +32,11 @@ def require_compiler() -> str:
         raise LpnEdgeError(f"--pt2 compiles C++ and needs a compiler: {compiler!r} was not found (install g++ or "
                            "set CXX)")
     return found
+
+
+def package_batch(batch: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The (min, opt, max) batch range a package compiled for `batch` accepts: max is at least the trace batch."""
+    return (batch[0], batch[1], max(batch[2], TRACE_BATCH))
 
 
 def compile_pt2(module: torch.nn.Module, size: tuple[int, int], path: Path, batch: tuple[int, int, int],
@@ -73,37 +77,3 @@ def device_info(device: torch.device) -> dict:
         info.update(gpu_name=torch.cuda.get_device_name(device), compute_capability=f"{major}.{minor}",
                     cuda_version=torch.version.cuda)
     return info
-
-
-def build_and_check_pt2(job, variant) -> None:
-    """Compile the full embedding graph, check parity against PyTorch, then keep the package and its sidecar.
-
-    job: the pipeline's export job (model, parity sets, result); variant: its full-graph `GraphVariant`.
-    """
-    from lpn_edge.fileio import file_fingerprint
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    final = job.out_dir / f"{variant.stem}.pt2"
-    if device.type == "cpu":
-        job.note(f"{final.name}: compiled for CPU (no CUDA device here); it runs on CPU only")
-    job.progress(f"compiling {final.name} (AOTInductor, {device.type}; takes a while)")
-    lo, _opt, hi = job.request.batch
-    batch = (lo, _opt, max(hi, TRACE_BATCH))
-    module = variant.module if device.type == "cpu" else _on_device(variant.module, device)
-    with Staging() as stage:
-        tmp = stage.path(final)
-        compile_pt2(module, job.size, tmp, batch, device)
-        job.check_parity(final.name, f"aotinductor-{device.type}", "fp32",
-                         lambda images: run_pt2(tmp, images, device, batch))
-        meta = {**variant.metadata, "precision": "fp32", "batch": list(batch), **device_info(device),
-                "artifact_fingerprint": file_fingerprint(tmp)}
-        meta.pop("opset", None)  # an ONNX notion
-        write_sidecar(stage.path(sidecar_path(final)), meta)
-    job.add(final, "pt2", "fp32", variant.output_name)
-    job.add(sidecar_path(final), "pt2", "fp32", "sidecar")
-
-
-def _on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(module).to(device)

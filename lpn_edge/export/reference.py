@@ -1,32 +1,14 @@
-"""The PyTorch reference every artifact is compared with: fp32 embeddings computed by the model itself."""
+"""The PyTorch reference every artifact is compared with: fp32 embeddings computed by the model itself (no TF32,
+`lpn_edge.precision.exact_fp32`)."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
+from lpn_edge.precision import exact_fp32
+
 BATCH = 16  # images per forward pass when computing references (bounded memory for ResNet-50 at 256 px)
-
-
-@contextlib.contextmanager
-def exact_fp32() -> Iterator[None]:
-    """Disable TF32 in cuDNN convolutions and CUDA matmuls for the block (restored afterwards).
-
-    PyTorch lets cuDNN convolutions use TF32 by default; a TF32 "fp32" reference would be off by ~1e-3 and could not
-    vouch for a cosine of 0.99999.
-    """
-    # The legacy flags, not the newer fp32_precision ones: Inductor reads the legacy flags, and PyTorch refuses a
-    # mix of the two APIs.
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.allow_tf32, matmul.allow_tf32)
-    cudnn.allow_tf32, matmul.allow_tf32 = False, False
-    try:
-        yield
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def reference_device() -> torch.device:

@@ -2,21 +2,19 @@
 
 Only valid for avg pooling: then pooling, the bottleneck Linear and the eval-mode BatchNorm are one affine map per
 part, which (a) folds into one Linear per part and (b) lets the graph sum the feature maps of an image and its
-mirror before pooling (test-time flip at the cost of one pooling instead of two). See `split_heads` for the maths.
+mirror before pooling (test-time flip at the cost of one pooling instead of two). See `lpn_edge.runtime.split_heads`
+for the maths; the runtime writes and reads the `.npz` (`save_split_heads`).
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.export.pooling import ring_weights
 from lpn_edge.model import LPN
-from lpn_edge.model.partition import partition_matrix
 
 
 class SplitBackbone(nn.Module):
@@ -38,8 +36,9 @@ class SplitBackbone(nn.Module):
         return feature_map
 
 
-def fold_heads(model: LPN, view: str, feature_size: tuple[int, int], flip_summed: bool) -> dict[str, np.ndarray]:
-    """The split heads as arrays (see `split_heads` for keys and shapes), BatchNorm folded into the Linear.
+def fold_heads(model: LPN, view: str, size: tuple[int, int], flip_summed: bool) -> dict[str, np.ndarray]:
+    """The split heads for input size (H, W) pixels as arrays (see `lpn_edge.runtime.split_heads` for keys and
+    shapes), BatchNorm folded into the Linear, the ring matrix from the model's geometry (`pooling.ring_weights`).
 
     bottleneck = BN(W x + b) = s * (W x + b - mean) + beta with s = gamma / sqrt(var + eps)
                = (s[:, None] * W) x + (s * (b - mean) + beta).
@@ -51,17 +50,10 @@ def fold_heads(model: LPN, view: str, feature_size: tuple[int, int], flip_summed
         scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
         weights.append(scale[:, None] * linear.weight.double())
         biases.append(scale * (linear.bias.double() - norm.running_mean.double()) + norm.bias.double())
-    kind = model.partition_kind(view)
-    ring = partition_matrix(kind, feature_size[0], feature_size[1], model.config.parts)
     return {
-        "ring_weights": ring.float().numpy(),
+        "ring_weights": ring_weights(model, view, size),
         "weight": torch.stack(weights).float().detach().numpy(),
         "bias": torch.stack(biases).float().detach().numpy(),
         "bias_scale": np.float32(2.0 if flip_summed else 1.0),
     }
 
-
-def save_split_heads(path: Path, heads: dict[str, np.ndarray], metadata: dict) -> None:
-    """Write the heads and their metadata (JSON string) as an uncompressed, pickle-free `.npz` at `path`."""
-    with open(path, "wb") as handle:
-        np.savez(handle, **heads, metadata=np.array(json.dumps(metadata, sort_keys=True)))

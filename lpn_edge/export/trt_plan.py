@@ -143,8 +143,3 @@ def check_gpu(device_count: int, torch_cuda_version: str | None) -> str | None:
                 "PyTorch parity reference runs on the CPU (install a CUDA build of torch to run it on the GPU)")
     return None
 
-
-def cuda_version_text(version: int) -> str:
-    """CUDA's integer version (1000 * major + 10 * minor, e.g. 12060) -> "12.6"."""
-    version = int(version)
-    return f"{version // 1000}.{(version % 1000) // 10}"

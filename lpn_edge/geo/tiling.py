@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.fileio import atomic_write, atomic_write_text
+from lpn_edge.fileio import TEMPORARY_GLOB, atomic_write, atomic_write_text
 from lpn_edge.geo.georef import GeoRef, Raster, open_raster
 
 MARKER = "tiling.json"
@@ -225,7 +225,7 @@ def _prepare(out: Path, description: dict) -> None:
     elif out.exists() and any(out.iterdir()):
         raise LpnEdgeError(f"--out {out} is not empty and holds no {MARKER}; choose a new folder")
     (out / "tiles").mkdir(parents=True, exist_ok=True)
-    for leftover in (out / "tiles").glob(".*.tmp"):  # from an interrupted run: never a complete tile
+    for leftover in (out / "tiles").glob(TEMPORARY_GLOB):  # from an interrupted run: never a complete tile
         leftover.unlink()
     atomic_write_text(marker, json.dumps(description, indent=2) + "\n")
 

@@ -42,8 +42,7 @@ class LPN(nn.Module):
         # ONNX exporter cannot trace their construction: they read Python floats off tensors), and held as
         # non-persistent buffers: `.to(device)` moves them once, and state_dict keys stay those of the weights.
         # Stored in the default dtype (float32): a model cast to float64 pools with float32-rounded weights.
-        stride = spec.feature_stride(config.stride)
-        self.pooling_map_size = tuple(-(-side // stride) for side in config.image_size)
+        self.pooling_map_size = self.feature_map_size(config.image_size)
         for kind in dict.fromkeys((config.satellite_partition, config.ground_partition)):
             weights = partition_matrix(kind, *self.pooling_map_size, config.parts).to(torch.get_default_dtype())
             self.register_buffer(_POOLING_BUFFER + kind, weights, persistent=False)
@@ -70,6 +69,12 @@ class LPN(nn.Module):
     def feature_map(self, images: torch.Tensor, view: str) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, C, h, w) backbone feature map of the view's branch."""
         return self.backbones[self.branch_of[self.check_view(view)]](images)
+
+    def feature_map_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) cells of the backbone's feature map for (H, W) input pixels: each side divided by the backbone's
+        stride (16 or 32), rounded up (the stride-2 convolutions and pooling of a ResNet pad to ceil)."""
+        stride = backbone_spec(self.config.backbone).feature_stride(self.config.stride)
+        return tuple(-(-int(side) // stride) for side in image_size)  # type: ignore[return-value]
 
     def partition_kind(self, view: str) -> str:
         view = self.check_view(view)

@@ -1,1 +1,19 @@
-"""Torch-free onboard runtime: numpy (and, lazily, CUDA) code that a drone without PyTorch can run."""
+"""Runtime: the artifact contract and the backends that run exported models, without torch, torchvision or onnx.
+
+What a drone needs (numpy, Pillow, and ONNX Runtime or TensorRT + cuda-python/pycuda) and nothing of the build side:
+the export stage imports this package to write what it reads, never the reverse. Modules, one concern each:
+    artifact        metadata every artifact carries; reading it (ONNX via onnxruntime, sidecars); engine checks
+    preprocessing   file or (H, W, 3) uint8 frame -> (N, 3, H, W) float32; decoding; ImageNet constants
+    split_heads     split export: feature map -> embedding in numpy (folded heads + ring matrix), .npz I/O
+    onnx_runner     ONNX Runtime sessions on chosen providers ("cuda", "cpu", ...), the provider used reported
+    trt_engine      running a serialized TensorRT engine; the machine description its sidecar is checked against
+    cuda_buffers    device buffers and streams for TensorRT (cuda-python or pycuda)
+    batching        feeding a bounded batch range (TensorRT profiles, pt2 packages)
+    ring_pool       the CUDA kernel's computation in numpy: ring pooling + heads + normalisation (the CPU path)
+    cuda_kernels    compile-on-target CUDA kernels (ring pooling, top-k), cached; RingPoolKernel, GpuMatcher
+    encoder         the Encoder protocol every backend implements (embed, info)
+    gallery         the .lpnidx gallery index: memory-mapped, checksummed, merged from shards
+    index_build     streaming, resumable gallery builds
+    matching        exact top-k by inner product: numpy, FAISS and GPU engines, one tie rule
+Nothing is imported here: `import lpn_edge.runtime.preprocessing` costs numpy and Pillow only.
+"""

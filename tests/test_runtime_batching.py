@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lpn_edge.export.batching import run_in_batches
+from lpn_edge.runtime.batching import run_in_batches
 
 
 def test_chunks_stay_in_range_and_padding_is_dropped():

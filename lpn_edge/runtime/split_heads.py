@@ -9,7 +9,8 @@ A split export is a backbone graph (images -> feature map) plus this file's `.np
                                   so bottleneck(x) + bottleneck(mirror) = W pool(F(x) + F(mirror)) + 2 b
   metadata     ()        str      JSON, the same description the ONNX files carry
 Embedding: per part L2-normalise, divide by sqrt(n), flatten the (B, n) block row-major (index = channel*n + part).
-Saved without pickle; `np.load(path)` reads it with the default allow_pickle=False.
+Saved without pickle (`save_split_heads`); `np.load(path)` reads it with the default allow_pickle=False. The arrays
+are made on the build side (the export stage's `split.fold_heads`, BatchNorm folded in float64).
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ def load_split_heads(path: str | Path) -> dict[str, np.ndarray]:
     return heads
 
 
+def save_split_heads(path: str | Path, heads: Mapping[str, np.ndarray], metadata: dict) -> None:
+    """Write the heads and their metadata (JSON string) as an uncompressed, pickle-free `.npz` at `path`."""
+    _check_heads(heads, str(path))
+    with open(path, "wb") as handle:
+        np.savez(handle, **heads, metadata=np.array(json.dumps(metadata, sort_keys=True)))
+
+
 def split_heads_metadata(heads: Mapping[str, np.ndarray]) -> dict:
+    """The metadata dict stored with the heads (the same description the ONNX files carry)."""
     return json.loads(str(heads["metadata"]))
 
 

@@ -1,4 +1,5 @@
-"""Feeding a fixed-range batch dimension: chunks of at most `largest` rows, short chunks padded to `smallest`."""
+"""Feeding a fixed-range batch dimension (a TensorRT profile, a pt2 batch range): chunks of at most `largest` rows,
+short chunks padded with zeros to `smallest`."""
 
 from __future__ import annotations
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.export.trt_plan import cuda_version_text
 
 INSTALL_HINT = "pip install cuda-python (or pycuda; on Jetson: the python3-pycuda package)"
+NEITHER = f"TensorRT needs cuda-python or pycuda for device buffers, and neither is installed: {INSTALL_HINT}"
+
+
+def cuda_version_text(version: int) -> str:
+    """CUDA's integer version (1000 * major + 10 * minor, e.g. 12060) -> "12.6"."""
+    version = int(version)
+    return f"{version // 1000}.{(version % 1000) // 10}"
 
 
 class CudaMemory:
@@ -195,38 +201,33 @@ def _cudart():
     return cudart
 
 
-def _has_cuda_python() -> bool:
+def cuda_library() -> str:
+    """"cuda-python" when NVIDIA's bindings are importable, else "pycuda"; a one-line error when neither is."""
     import importlib.util
 
-    return importlib.util.find_spec("cuda") is not None and (
-        importlib.util.find_spec("cuda.bindings") is not None or importlib.util.find_spec("cuda.cudart") is not None)
+    find = importlib.util.find_spec
+    if find("cuda") is not None and (find("cuda.bindings") is not None or find("cuda.cudart") is not None):
+        return "cuda-python"
+    if importlib.util.find_spec("pycuda") is not None:
+        return "pycuda"
+    raise LpnEdgeError(NEITHER)
 
 
 def cuda_device_count() -> int:
     """GPUs the CUDA driver sees (0 when none, or no driver), asked through cuda-python or pycuda, not torch (a
     CPU-only torch build sees no GPU on a GPU machine). One-line error when neither library is installed."""
-    import importlib.util
-
-    if _has_cuda_python():
+    if cuda_library() == "cuda-python":
         error, count = _cudart().cudaGetDeviceCount()
         return int(count) if error == _cudart().cudaError_t.cudaSuccess else 0
-    if importlib.util.find_spec("pycuda") is not None:
-        import pycuda.driver as driver
+    import pycuda.driver as driver
 
-        try:
-            driver.init()
-            return int(driver.Device.count())
-        except driver.Error:
-            return 0
-    raise LpnEdgeError(f"--trt needs cuda-python or pycuda for device buffers, and neither is installed: {INSTALL_HINT}")
+    try:
+        driver.init()
+        return int(driver.Device.count())
+    except driver.Error:
+        return 0
 
 
 def cuda_memory() -> CudaMemory:
     """cuda-python when importable, else pycuda; a one-line error when neither is. Use as a context manager."""
-    import importlib.util
-
-    if _has_cuda_python():
-        return CudaPythonMemory()
-    if importlib.util.find_spec("pycuda") is not None:
-        return PyCudaMemory()
-    raise LpnEdgeError(f"--trt needs cuda-python or pycuda for device buffers, and neither is installed: {INSTALL_HINT}")
+    return CudaPythonMemory() if cuda_library() == "cuda-python" else PyCudaMemory()

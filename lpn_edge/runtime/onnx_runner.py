@@ -1,0 +1,103 @@
+"""Running an exported ONNX graph with ONNX Runtime, on execution providers the caller chooses.
+
+Providers are named short (`PROVIDERS`: "cpu", "cuda", "tensorrt", ...) in order of preference, e.g.
+`providers=("cuda", "cpu")`. Every named provider must be available in this onnxruntime build and must really be
+used by the session: asking for CUDA where it is missing (a CPU-only onnxruntime, no driver, missing CUDA
+libraries) is an LpnEdgeError, never a silent CPU run. `OnnxRunner.providers` reports the providers the session
+actually uses (`InferenceSession.get_providers()`), and `backend` names them for parity figures
+("onnxruntime-cpu").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lpn_edge.errors import LpnEdgeError
+
+# Short name -> ONNX Runtime execution provider name.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+}
+BATCH = 16  # images per session.run when the caller does not say (bounded memory for ResNet-50 at 256 px)
+
+
+def provider_names(providers: Sequence[str]) -> list[str]:
+    """("cuda", "cpu") -> ["CUDAExecutionProvider", "CPUExecutionProvider"]; LpnEdgeError for an unknown name or
+    one this onnxruntime build does not have (said with what it does have and how to get the missing one)."""
+    import onnxruntime as ort
+
+    if isinstance(providers, str) or not providers:
+        raise LpnEdgeError(f"providers must be a non-empty sequence of names such as ('cuda', 'cpu'); got "
+                           f"{providers!r}")
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown:
+        raise LpnEdgeError(f"unknown ONNX Runtime provider {unknown[0]!r}; expected one of {', '.join(PROVIDERS)}")
+    available = set(ort.get_available_providers())
+    for short in providers:
+        if PROVIDERS[short] not in available:
+            have = ", ".join(s for s, name in PROVIDERS.items() if name in available) or "none"
+            hint = ' (pip install "lpn-edge[gpu]", which brings onnxruntime-gpu)' if short in ("cuda", "tensorrt") \
+                else ""
+            raise LpnEdgeError(f"ONNX Runtime provider {short!r} is not available in this onnxruntime "
+                               f"{ort.__version__} (it has: {have}){hint}")
+    return [PROVIDERS[p] for p in providers]
+
+
+class OnnxRunner:
+    """One ONNX Runtime session over a graph with one input and one output (an lpn-edge export).
+
+    `run((N, 3, H, W) float32) -> (N, ...)` float32, in chunks of `batch` rows.
+    """
+
+    def __init__(self, path: str | Path, providers: Sequence[str] = ("cpu",), batch: int = BATCH) -> None:
+        import onnxruntime as ort
+
+        self.path, self.batch = Path(path), int(batch)
+        wanted = provider_names(providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=wanted)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes for unloadable graphs
+            raise LpnEdgeError(f"ONNX Runtime cannot load {self.path.name} ({type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0][:200]})") from None
+        used = self.session.get_providers()
+        dropped = [name for name in wanted if name not in used]
+        if dropped:  # ORT falls back with a warning when a provider's libraries fail to load: not here
+            raise LpnEdgeError(f"ONNX Runtime did not enable {', '.join(dropped)} for {self.path.name} (it runs on "
+                               f"{', '.join(used)}); check the CUDA / TensorRT libraries, or ask for ('cpu',)")
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise LpnEdgeError(f"{self.path.name}: expected one input and one output, found {len(inputs)} and "
+                               f"{len(outputs)}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session uses, in ONNX Runtime's names and order."""
+        return self.session.get_providers()
+
+    @property
+    def backend(self) -> str:
+        """e.g. "onnxruntime-cpu" or "onnxruntime-cuda+cpu" (short names of the providers in use)."""
+        short = {name: key for key, name in PROVIDERS.items()}
+        return "onnxruntime-" + "+".join(short.get(name, name) for name in self.providers)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> the graph's output for all N rows."""
+        chunks = [self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(images[i:i + self.batch],
+                                                                                              np.float32)})[0]
+                  for i in range(0, len(images), self.batch)]
+        return np.concatenate(chunks)
+
+
+def run_onnx(path: str | Path, images: np.ndarray, batch: int = BATCH,
+             providers: Sequence[str] = ("cpu",)) -> np.ndarray:
+    """(N, 3, H, W) float32 images -> the graph's single output for all N, on `providers` (the CPU by default)."""
+    return OnnxRunner(path, providers, batch).run(images)

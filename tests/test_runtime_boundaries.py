@@ -1,0 +1,110 @@
+"""Import boundaries, read from the source (AST), not from what happens to be imported at run time.
+
+* `lpn_edge.runtime` imports nothing of torch, torchvision, onnx, nor of lpn_edge's export / train / model / eval,
+  at any level (not even lazily inside a function).
+* `model`, `train`, `eval`, `data` and `runtime` import nothing of `lpn_edge.export`.
+* No import cycle between the package's modules: no two import each other, directly or in a circle (lazy
+  imports inside functions count too).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lpn_edge"
+FORBIDDEN_IN_RUNTIME = ("torch", "torchvision", "onnx", "lpn_edge.export", "lpn_edge.train", "lpn_edge.model",
+                        "lpn_edge.eval")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def imported_names(name: str, path: Path) -> set[str]:
+    """Every module `name` imports, at any level, as dotted names (relative imports resolved; `from a import b`
+    gives `a.b` when that is a module of the package, else `a`)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names)
+    return found
+
+
+def _is_under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_runtime_imports_nothing_of_torch_onnx_or_the_build_side():
+    offences = [f"{name} imports {imported}" for name, path in MODULES.items() if _is_under(name, ("lpn_edge.runtime",))
+                for imported in sorted(imported_names(name, path)) if _is_under(imported, FORBIDDEN_IN_RUNTIME)]
+    assert offences == []
+    assert len([n for n in MODULES if n.startswith("lpn_edge.runtime.")]) >= 7
+
+
+@pytest.mark.parametrize("stage", ["model", "train", "eval", "data", "runtime"])
+def test_stages_import_nothing_of_export(stage):
+    offences = [f"{name} imports {imported}" for name, path in MODULES.items()
+                if _is_under(name, (f"lpn_edge.{stage}",))
+                for imported in sorted(imported_names(name, path)) if _is_under(imported, ("lpn_edge.export",))]
+    assert offences == []
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles_between_modules():
+    graph = {name: {m for m in imported_names(name, path) if m in MODULES and m != name}
+             for name, path in MODULES.items()}
+    assert import_cycles(graph) == []
+    assert "lpn_edge.runtime.artifact" in graph["lpn_edge.export.pipeline"]  # export imports runtime
+
+
+def test_cycle_finder_finds_a_circle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

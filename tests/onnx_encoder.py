@@ -18,7 +18,7 @@ class OnnxTestEncoder:
     def __init__(self, path: Path, fingerprint: str | None = None) -> None:
         import onnxruntime as ort
 
-        from lpn_edge.export import read_onnx_metadata
+        from lpn_edge.runtime.artifact import read_onnx_metadata
 
         meta = read_onnx_metadata(path)
         options = ort.SessionOptions()

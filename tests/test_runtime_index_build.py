@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from lpn_edge.cli import app
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.export import export_model
+from lpn_edge.export import ExportOptions, export_model
 from lpn_edge.runtime.gallery import GalleryIndex, merge
 from lpn_edge.runtime.index_build import BuildProgress, build_index, read_geo_csv
-from lpn_edge.runtime.matching import open_matcher
+from lpn_edge.runtime.match_engines import open_matcher
 
 CLASSES = 9  # area/<id>/<id>.png, plus loose/extra-<n>.jpg
 ARGS = dict(batch=2, chunk=3, workers=2)
@@ -28,8 +28,8 @@ ARGS = dict(batch=2, chunk=3, workers=2)
 def model(tmp_path_factory):
     root = tmp_path_factory.mktemp("model")
     ckpt = make_checkpoint(root / "tiny.pt", samples=8)
-    result = export_model(ckpt, root / "out", {"onnx"}, view="satellite", flip=False, parity_queries=2,
-                          parity_gallery=2, parity_data=None)
+    result = export_model(ckpt, root / "out", ExportOptions(formats={"onnx"}, view="satellite", flip=False,
+                                                            parity_queries=2, parity_gallery=2))
     (path,) = result.paths()
     return path
 

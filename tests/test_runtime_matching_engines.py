@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.runtime.matching import NumpyMatcher, exact_topk, open_matcher
+from lpn_edge.runtime.match_engines import open_matcher
+from lpn_edge.runtime.matching import NumpyMatcher, exact_topk
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 

@@ -14,6 +14,7 @@ the export stage imports this package to write what it reads, never the reverse.
     encoder         the Encoder protocol every backend implements (embed, info)
     gallery         the .lpnidx gallery index: memory-mapped, checksummed, merged from shards
     index_build     streaming, resumable gallery builds
-    matching        exact top-k by inner product: numpy, FAISS and GPU engines, one tie rule
+    matching        exact top-k by inner product in numpy and FAISS, one tie rule (the GPU one in cuda_kernels)
+    match_engines   open_matcher: the numpy, FAISS or GPU engine behind one search()
 Nothing is imported here: `import lpn_edge.runtime.preprocessing` costs numpy and Pillow only.
 """

@@ -583,6 +583,8 @@ class GpuMatcher:
     `stream_rows` rows with a running top-k. `score_rows` bounds the (Q, rows) score scratch per pass.
     """
 
+    engine = "gpu"
+
     def __init__(self, gallery: np.ndarray, *, max_device_bytes: int | None = None, stream_rows: int = 1 << 18,
                  score_rows: int = 1 << 20, backend: Backend | None = None) -> None:
         gallery = gallery if hasattr(gallery, "dtype") else np.asarray(gallery)

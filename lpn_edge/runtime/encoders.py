@@ -46,7 +46,7 @@ SUFFIXES = (".onnx", ".engine", ".npz", ".pt", ".pt2")
 
 def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[str] | None = None,
                  precision: str | None = None, batch: int | None = None, threads: int | None = None,
-                 view: str | None = None) -> Encoder:
+                 view: str | None = None, flip: bool | None = None) -> Encoder:
     """The encoder of the artifact at `path` (see the module docstring for the backends).
 
     device: "cpu", "cuda" or "tensorrt" (ONNX Runtime's TensorRT provider; a `.engine` file needs "cuda").
@@ -54,8 +54,8 @@ def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[s
     precision: the precision the artifact must have ("fp32", "fp16", "int8"); a different one is refused.
     batch: most images per backend call (ONNX Runtime chunk; a TensorRT engine's is its profile's maximum).
     threads: ONNX Runtime intra-op threads on the CPU (None: the physical cores, `onnx_runner.physical_cores`).
-    view: the view to embed; artifacts embed their own (a different one is refused), a checkpoint needs it
-    (default "drone").
+    view, flip: the view to embed and whether to add the mirrored image's embedding (test-time flip). An artifact
+    has both baked in (asking for others is refused); a checkpoint takes them (default "drone", True).
     """
     path = Path(path)
     if device not in DEVICES:
@@ -71,13 +71,14 @@ def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[s
     if providers is not None and suffix not in (".onnx", ".npz"):
         raise LpnEdgeError(f"providers apply to ONNX files; {path.name} is a {suffix} file")
     if suffix in (".pt", ".pt2"):
-        return _open_workstation(path, device, precision=precision, batch=batch, threads=threads, view=view)
+        return _open_workstation(path, device, precision=precision, batch=batch, threads=threads, view=view,
+                                 flip=flip)
     if suffix == ".engine":
         if device != "cuda":
             raise LpnEdgeError(f"{path.name} is a TensorRT engine: it runs on the GPU (device='cuda'), not {device!r}")
         from lpn_edge.runtime.gpu_encoders import open_engine
 
-        return _checked(open_engine(path, precision=precision, batch=batch), view)
+        return _checked(open_engine(path, precision=precision, batch=batch), view, flip)
     if suffix == ".npz":
         path = split_graph_of(path)
     wanted = tuple(providers) if providers is not None else DEVICE_PROVIDERS[device]
@@ -89,9 +90,9 @@ def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[s
         if runner.on_gpu:
             from lpn_edge.runtime.gpu_encoders import OnnxSplitGpuEncoder
 
-            return _checked(OnnxSplitGpuEncoder(runner, heads, meta), view)
-        return _checked(SplitEncoder(runner, heads, meta), view)
-    return _checked(OnnxEncoder(runner, meta), view)
+            return _checked(OnnxSplitGpuEncoder(runner, heads, meta), view, flip)
+        return _checked(SplitEncoder(runner, heads, meta), view, flip)
+    return _checked(OnnxEncoder(runner, meta), view, flip)
 
 
 def _open_workstation(path: Path, device: str, **options: Any) -> Encoder:
@@ -114,10 +115,14 @@ def _check_precision(path: Path, meta: dict, precision: str | None) -> None:
         raise LpnEdgeError(f"{path.name} is a {meta.get('precision', 'fp32')} artifact, not {precision}")
 
 
-def _checked(encoder: Encoder, view: str | None) -> Encoder:
+def _checked(encoder: Encoder, view: str | None, flip: bool | None) -> Encoder:
     if view is not None and encoder.info.view != view:
         raise LpnEdgeError(f"this artifact embeds the {encoder.info.view} view, not {view}; export the {view} view "
                            f"(`lpn-edge export --view {view}`)")
+    baked = getattr(encoder, "metadata", {}).get("flip")
+    if flip is not None and baked is not None and bool(baked) != bool(flip):
+        raise LpnEdgeError(f"this artifact was exported {'with' if baked else 'without'} test-time flip, not "
+                           f"{'with' if flip else 'without'} (`lpn-edge export{'' if flip else ' --no-flip'}`)")
     return encoder
 
 

@@ -33,6 +33,13 @@ class EncoderInfo:
     fingerprint: str
     dim: int
 
+    @classmethod
+    def from_metadata(cls, meta: dict, *, backend: str, provider: str) -> EncoderInfo:
+        """The info of an exported artifact from its metadata (`artifact.artifact_metadata` plus "precision")."""
+        return cls(backend=backend, provider=provider, precision=str(meta.get("precision", "fp32")),
+                   input_size=tuple(int(s) for s in meta["preprocessing"]["size"]), view=str(meta["view"]),
+                   fingerprint=str(meta["source_fingerprint"]), dim=int(meta["embedding_dim"]))
+
 
 @runtime_checkable
 class Encoder(Protocol):

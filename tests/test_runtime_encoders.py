@@ -18,8 +18,8 @@ from lpn_edge.export import ExportOptions, export_model
 from lpn_edge.fileio import file_fingerprint
 from lpn_edge.runtime.encoder import Encoder
 from lpn_edge.runtime.encoders import open_encoder
-from lpn_edge.runtime.split_heads import split_stem
 from lpn_edge.runtime.preprocessing import preprocess
+from lpn_edge.runtime.split_heads import split_stem
 
 FP32_COSINE = 0.99999  # the export's fp32 parity threshold
 SIZE = (64, 64)

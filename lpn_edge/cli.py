@@ -181,7 +181,8 @@ def train(
 @app.command("eval")
 @friendly_errors
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="lpn-edge checkpoint (.pt)."),
+    checkpoint: Path = typer.Argument(..., help="lpn-edge checkpoint (.pt), or an exported artifact (.onnx, .engine, "
+                                                ".pt2, split graph) run by the runtime's encoders."),
     data: Path = typer.Option(..., "--data", help="Data set root (University-1652 test/ folders, CVUSA/CVACT val)."),
     task: str = typer.Option("all", help="drone2sat, sat2drone, ground2sat, sat2ground or all."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Skip the test-time horizontal flip."),
@@ -199,10 +200,21 @@ def evaluate(
     distractors: Optional[Path] = typer.Option(None, help="Folder <id>/* of extra gallery tiles matching no query."),
     plots: int = typer.Option(0, help="Draw retrieval strips and heatmaps for this many queries per task."),
     out_json: Optional[Path] = typer.Option(None, "--json", help="Where to write the metrics (default: beside CKPT)."),
+    gallery_model: Optional[Path] = typer.Option(None, "--gallery-model",
+                                                 help="Artifacts: the artifact of the other view, needed when the "
+                                                      "model's drone and satellite branches do not share weights."),
+    compare: Optional[Path] = typer.Option(None, "--compare",
+                                           help="Artifacts: the checkpoint it was exported from; prints both metrics, "
+                                                "the mean/min cosine between their embeddings and top-1 agreement."),
 ):
-    """Evaluate a checkpoint with the benchmark protocol (Recall@K, AP), both directions.
+    """Evaluate a checkpoint or an exported artifact with the benchmark protocol (Recall@K, AP), both directions.
 
-    Example: lpn-edge eval runs/lpn4/model.pt --data University-Release --task all
+    An artifact embeds its own view; with shared satellite/drone weights (the default) it serves both directions,
+    otherwise give the other view's artifact with --gallery-model. --device picks the runtime backend for artifacts
+    (cpu: ONNX Runtime CPU; cuda: ONNX Runtime CUDA or the TensorRT engine).
+
+    Examples: lpn-edge eval runs/lpn4/model.pt --data University-Release --task all;
+    lpn-edge eval export/model-drone.onnx --data University-Release --compare runs/lpn4/model.pt
     """
     from lpn_edge.devices import resolve_device
     from lpn_edge.eval.evaluate import EvalOptions, evaluate as run_evaluation
@@ -211,14 +223,18 @@ def evaluate(
     require_at_least(0, **{"--workers": workers, "--plots": plots, "--shift": shift})
     if out_json is not None and out_json.is_dir():
         raise LpnEdgeError(f"--json {out_json} is a directory; give the path of the JSON file to write")
-    resolve_device(device)
+    from lpn_edge.eval.artifacts import is_artifact
+
+    if not is_artifact(checkpoint):  # an artifact's device is the runtime's (checked by open_encoder)
+        resolve_device(device)
     try:
         part_list = tuple(int(p) for p in parts.split(",")) if parts else None
     except ValueError:
         raise LpnEdgeError(f"--parts must be comma-separated part indices such as 0,1; got {parts!r}") from None
     options = EvalOptions(task=task, flip=not no_flip, batch_size=batch_size, device=device, num_workers=workers,
                           rotate=rotate, shift=shift, shift_mode=shift_mode, parts=part_list,
-                          distance_groups=distance_groups, distractors=distractors, plots=plots, out_json=out_json)
+                          distance_groups=distance_groups, distractors=distractors, plots=plots, out_json=out_json,
+                          gallery_model=gallery_model, compare=compare)
     report = run_evaluation(checkpoint, data, options)
     typer.echo(report.table())
     typer.echo(f"metrics: {report.json_path}")

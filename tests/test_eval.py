@@ -258,12 +258,11 @@ def test_query_shift_is_the_papers_black_left_padding(checkpoint, world, pixels)
     """eval --shift P (default mode): resize, then P black columns on the left, content moved right, same size."""
     from data_helpers import noise_image
 
-    from lpn_edge import load_model
     from lpn_edge.data.transforms import eval_transform
     from lpn_edge.eval.evaluate import _Encoder
 
     image = noise_image(7, (90, 70))
-    encoder = _Encoder(load_model(checkpoint), world, "university1652", EvalOptions(shift=pixels, progress=False))
+    encoder = _Encoder(None, (64, 64), world, "university1652", EvalOptions(shift=pixels, progress=False))
     shifted, plain = encoder.transform(perturbed=True)(image), eval_transform((64, 64))(image)
     assert shifted.shape == plain.shape == (3, 64, 64)
     assert torch.equal(shifted, _shift_right_black(plain, pixels))
@@ -273,14 +272,13 @@ def test_query_shift_is_the_papers_black_left_padding(checkpoint, world, pixels)
 def test_reflect_shift_mode_moves_both_axes(checkpoint, world):
     from data_helpers import noise_image
 
-    from lpn_edge import load_model
     from lpn_edge.data.transforms import eval_transform
     from lpn_edge.errors import LpnEdgeError
     from lpn_edge.eval.evaluate import _Encoder
 
     image = noise_image(8, (64, 64))
     options = EvalOptions(shift=3, shift_mode="reflect", progress=False)
-    shifted = _Encoder(load_model(checkpoint), world, "university1652", options).transform(perturbed=True)(image)
+    shifted = _Encoder(None, (64, 64), world, "university1652", options).transform(perturbed=True)(image)
     plain = eval_transform((64, 64))(image)
     assert torch.equal(shifted[:, 3:, 3:], plain[:, :-3, :-3])
     assert torch.equal(shifted[:, 3:, 2], plain[:, :-3, 1])  # reflected, not black

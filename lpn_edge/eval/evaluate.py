@@ -1,5 +1,9 @@
-"""`evaluate(checkpoint, data_dir, options) -> EvalReport`: the benchmark protocol plus the paper's robustness
-studies (rotated and shifted queries, part subsets, drone distance groups, extra distractor tiles)."""
+"""`evaluate(model, data_dir, options) -> EvalReport`: the benchmark protocol plus the paper's robustness
+studies (rotated and shifted queries, part subsets, drone distance groups, extra distractor tiles).
+
+`model` is a checkpoint (.pt, embedded with PyTorch) or an exported artifact (.onnx, .engine, .pt2, split graph),
+embedded through the runtime's encoders (`eval.artifacts`); `options.compare` (a checkpoint) adds the artifact's
+difference to it."""
 
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ class EvalOptions:
     plots: int = 0  # retrieval strips (Fig. 9) and heatmaps (Fig. 8) for this many queries per task
     out_json: Path | None = None  # default: <checkpoint>.eval.<data folder name>.json
     progress: bool = True
+    gallery_model: Path | None = None  # artifacts only: the artifact of the other view (when weights are not shared)
+    compare: Path | None = None  # artifacts only: a checkpoint to compare with (metrics, cosines, top-1 agreement)
 
 
 SHIFT_MODES = ("paper", "reflect")
@@ -63,9 +69,19 @@ class EvalReport:
     json_path: Path
     plots: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    # with options.compare: {"checkpoint": path, "metrics": {row: metrics}, "agreement": {task: figures}}
+    comparison: dict | None = None
 
     def table(self) -> str:
-        return format_metrics_table(self.metrics)
+        if self.comparison is None:
+            return format_metrics_table(self.metrics)
+        from lpn_edge.eval.artifacts import format_agreement
+
+        rows = {}
+        for name, metrics in self.metrics.items():
+            rows[f"{name} (artifact)"] = metrics
+            rows[f"{name} (checkpoint)"] = self.comparison["metrics"][name]
+        return format_metrics_table(rows) + "\n\n" + format_agreement(self.comparison["agreement"])
 
 
 @dataclass
@@ -76,59 +92,144 @@ class _Side:
 
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions = EvalOptions()) -> EvalReport:
-    """Evaluate a checkpoint on a data set's test split and write the metrics as JSON beside the checkpoint."""
-    from lpn_edge.checkpoint import load_model, read_checkpoint
+    """Evaluate a checkpoint or an exported artifact on a data set's test split and write the metrics as JSON beside
+    it (`options.compare`: an artifact's difference to a checkpoint as well)."""
     from lpn_edge.data.layout import detect_layout
+    from lpn_edge.eval.artifacts import is_artifact
 
     query_shift(options.shift, options.shift_mode)  # refuse a bad shift before any work
     started = time.perf_counter()
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
-    model = load_model(checkpoint)
+    artifact = is_artifact(checkpoint)
+    if not artifact and (options.gallery_model is not None or options.compare is not None):
+        raise LpnEdgeError(f"--gallery-model and --compare apply to exported artifacts; {checkpoint.name} is a "
+                           "checkpoint")
+    if artifact and options.plots:
+        raise LpnEdgeError("--plots draws the checkpoint's feature maps; evaluate the checkpoint for figures")
+    source = _ArtifactSource(checkpoint, options) if artifact else _CheckpointSource(checkpoint, options)
     if options.parts is not None:
         from lpn_edge.eval.features import check_parts
 
-        check_parts(model.config.parts, options.parts)  # before minutes of encoding, not after
+        check_parts(source.parts, options.parts)  # before minutes of encoding, not after
     layout = detect_layout(data_dir)
     if layout not in (*FOLDER_LAYOUTS, "cvusa-raw", "cvact-raw"):
         raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
-    tasks = select_tasks(options.task, layout, data_dir, model.views)
+    tasks = select_tasks(options.task, layout, data_dir, source.views)
+    if artifact:
+        source.artifacts.check_tasks(tasks, checkpoint)
     json_path = options.out_json or default_json_path(checkpoint, data_dir)
-    encoder = _Encoder(model, data_dir, layout, options, _id_table(layout, data_dir, tasks))
+    id_table = _id_table(layout, data_dir, tasks)
+    encoder = _Encoder(source.embed, source.image_size, data_dir, layout, options, id_table)
+    reference = None
+    if options.compare is not None:  # the checkpoint on the same images, at the artifact's size and flip
+        compared = _CheckpointSource(Path(options.compare), options, size=source.image_size,
+                                     flip=source.artifacts.flip)
+        if compared.fingerprint != source.artifacts.fingerprint:
+            raise LpnEdgeError(f"--compare {Path(options.compare).name} (fingerprint {compared.fingerprint}) is not "
+                               f"the checkpoint {checkpoint.name} was exported from ({source.artifacts.fingerprint})")
+        reference = _Encoder(compared.embed, source.image_size, data_dir, layout, options, id_table)
     metrics: dict[str, dict[str, float]] = {}
+    comparison = None if reference is None else {"checkpoint": str(options.compare), "metrics": {}, "agreement": {}}
     plots: list[Path] = []
     for task in tasks:
-        query = encoder.side(task.query, task.query_view, perturbed=True)
-        gallery = encoder.side(task.gallery, task.gallery_view, perturbed=False)
-        gallery = _with_distractors(query, gallery, encoder, task, options)
-        qf, gf = query.features, gallery.features
-        if options.parts is not None:
-            from lpn_edge.eval.features import select_parts
+        qf, gf, query, gallery = _task_features(encoder, task, options, source.parts)
+        _score(metrics, task, qf, gf, query, gallery, options)
+        if reference is not None:
+            from lpn_edge.eval.artifacts import agreement
 
-            qf = select_parts(qf, model.config.parts, options.parts)
-            gf = select_parts(gf, model.config.parts, options.parts)
-        per_query = per_query_metrics(qf, query.labels, gf, gallery.labels)
-        metrics[task.name] = per_query.summary()
-        if options.distance_groups and task.query_view == "drone":
-            groups = np.array([distance_group(p) or "unknown" for p in query.paths])
-            for group in ("short", "middle", "long", "unknown"):
-                if (groups == group).any():
-                    metrics[f"{task.name} [{group}]"] = per_query.subset(groups == group).summary()
+            rqf, rgf, rquery, rgallery = _task_features(reference, task, options, source.parts)
+            _score(comparison["metrics"], task, rqf, rgf, rquery, rgallery, options)
+            comparison["agreement"][task.name] = agreement((qf, gf), (rqf, rgf))
         if options.plots:
-            plots += _draw(task, query, gallery, qf, gf, model, encoder, options, checkpoint)
+            plots += _draw(task, query, gallery, qf, gf, source.model, encoder, options, checkpoint)
     seconds = time.perf_counter() - started
     payload = {
         "checkpoint": str(checkpoint),
-        "epoch": read_checkpoint(checkpoint).get("epoch"),
+        "epoch": source.epoch,
         "data": str(data_dir.resolve()),
         "layout": layout,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items() if k != "progress"},
         "metrics": metrics,
         "seconds": round(seconds, 2),
     }
+    if artifact:
+        payload["artifacts"] = source.artifacts.describe
+    if comparison is not None:
+        payload["comparison"] = comparison
     from lpn_edge.fileio import atomic_write_text
 
     atomic_write_text(json_path, json.dumps(payload, indent=2, default=list))
-    return EvalReport(metrics, json_path, plots, seconds)
+    return EvalReport(metrics, json_path, plots, seconds, comparison)
+
+
+def _task_features(encoder: _Encoder, task: Task, options: EvalOptions, parts: int):
+    """(query features, gallery features, query side, gallery side) of a task, distractors and part subset applied."""
+    query = encoder.side(task.query, task.query_view, perturbed=True)
+    gallery = encoder.side(task.gallery, task.gallery_view, perturbed=False)
+    gallery = _with_distractors(query, gallery, encoder, task, options)
+    qf, gf = query.features, gallery.features
+    if options.parts is not None:
+        from lpn_edge.eval.features import select_parts
+
+        qf = select_parts(qf, parts, options.parts)
+        gf = select_parts(gf, parts, options.parts)
+    return qf, gf, query, gallery
+
+
+def _score(metrics: dict, task: Task, qf: np.ndarray, gf: np.ndarray, query: _Side, gallery: _Side,
+           options: EvalOptions) -> None:
+    """The task's metrics (and its distance groups) into `metrics`."""
+    per_query = per_query_metrics(qf, query.labels, gf, gallery.labels)
+    metrics[task.name] = per_query.summary()
+    if options.distance_groups and task.query_view == "drone":
+        groups = np.array([distance_group(p) or "unknown" for p in query.paths])
+        for group in ("short", "middle", "long", "unknown"):
+            if (groups == group).any():
+                metrics[f"{task.name} [{group}]"] = per_query.subset(groups == group).summary()
+
+
+class _CheckpointSource:
+    """A checkpoint embedded with PyTorch (`extract_features`); `size` / `flip` override its own (--compare)."""
+
+    def __init__(self, path: Path, options: EvalOptions, size: tuple[int, int] | None = None,
+                 flip: bool | None = None) -> None:
+        from lpn_edge.checkpoint import model_from_payload, read_checkpoint
+        from lpn_edge.fileio import file_fingerprint
+
+        payload = read_checkpoint(path)
+        self.model = model_from_payload(payload, path)
+        self.epoch, self.fingerprint = payload.get("epoch"), file_fingerprint(path)
+        self.views, self.parts = self.model.views, self.model.config.parts
+        self.image_size = tuple(size or self.model.config.image_size)
+        self.flip = options.flip if flip is None else flip
+        self.options = options
+
+    def embed(self, dataset, view: str, desc: str) -> np.ndarray:
+        from lpn_edge.eval.features import extract_features
+
+        options = self.options
+        device = None if options.device == "tensorrt" else options.device  # --compare with ORT's TensorRT provider
+        return extract_features(self.model, dataset, view, self.flip, options.batch_size, device,
+                                options.num_workers, options.progress, desc=desc)
+
+
+class _ArtifactSource:
+    """Exported artifact(s) embedded through the runtime's encoders (`eval.artifacts`)."""
+
+    model = None  # no PyTorch model: no figures
+    epoch = None
+
+    def __init__(self, path: Path, options: EvalOptions) -> None:
+        from lpn_edge.eval.artifacts import open_artifacts
+
+        self.artifacts = open_artifacts(path, options.gallery_model, options.device, options.batch_size,
+                                        options.flip)
+        self.views, self.parts = self.artifacts.model_views, self.artifacts.parts
+        self.image_size, self.options = self.artifacts.image_size, options
+
+    def embed(self, dataset, view: str, desc: str) -> np.ndarray:
+        options = self.options
+        return self.artifacts.embed(dataset, view, options.batch_size, options.num_workers, options.progress, desc)
 
 
 def default_json_path(checkpoint: Path, data_dir: Path) -> Path:
@@ -166,9 +267,11 @@ class _Encoder:
     query id is matched to the same id in the gallery and to nothing else.
     """
 
-    def __init__(self, model, data_dir: Path, layout: str, options: EvalOptions,
+    def __init__(self, embed, image_size: tuple[int, int], data_dir: Path, layout: str, options: EvalOptions,
                  id_table: dict[str, int] | None = None) -> None:
-        self.model, self.data_dir, self.layout, self.options = model, data_dir, layout, options
+        """embed(dataset, view, desc) -> (N, D) float32; image_size (H, W) of the transformed images."""
+        self.embed, self.image_size, self.data_dir, self.layout, self.options = embed, image_size, data_dir, layout, \
+            options
         self.id_table = id_table
         self.cache: dict[tuple, _Side] = {}
 
@@ -177,7 +280,7 @@ class _Encoder:
 
         rotate = self.options.rotate if perturbed else 0.0
         shift, fill = query_shift(self.options.shift, self.options.shift_mode) if perturbed else ((0, 0), "reflect")
-        return eval_transform(self.model.config.image_size, rotate_degrees=rotate, shift=shift, shift_fill=fill)
+        return eval_transform(self.image_size, rotate_degrees=rotate, shift=shift, shift_fill=fill)
 
     def dataset(self, where: str | Path, perturbed: bool):
         from lpn_edge.data.university import RetrievalFolder
@@ -199,12 +302,8 @@ class _Encoder:
         perturbed = perturbed and bool(self.options.rotate or self.options.shift)
         key = (str(where), view, perturbed)
         if key not in self.cache:
-            from lpn_edge.eval.features import extract_features
-
             dataset = self.dataset(where, perturbed)
-            features = extract_features(self.model, dataset, view, self.options.flip, self.options.batch_size,
-                                        self.options.device, self.options.num_workers, self.options.progress,
-                                        desc=f"{Path(str(where)).name} ({view})")
+            features = self.embed(dataset, view, desc=f"{Path(str(where)).name} ({view})")
             self.cache[key] = _Side(features, np.asarray(dataset.labels), list(dataset.paths))
         return self.cache[key]
 

@@ -49,10 +49,7 @@ class LPN(nn.Module):
 
     @staticmethod
     def _branches(config: ModelConfig) -> dict[str, str]:
-        if config.views == 3:
-            drone = "satellite" if config.share_weights else "drone"
-            return {"satellite": "satellite", "drone": drone, "ground": "ground"}
-        return {"satellite": "satellite", "ground": "satellite" if config.share_weights else "ground"}
+        return view_branches(config)
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -145,3 +142,12 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.embed(images, self.view, flip=self.flip)
+
+
+def view_branches(config: ModelConfig) -> dict[str, str]:
+    """View -> the branch (backbone) that embeds it: with `share_weights`, satellite and drone (three views) or
+    satellite and ground (two views) go through one backbone."""
+    if config.views == 3:
+        drone = "satellite" if config.share_weights else "drone"
+        return {"satellite": "satellite", "drone": drone, "ground": "ground"}
+    return {"satellite": "satellite", "ground": "satellite" if config.share_weights else "ground"}

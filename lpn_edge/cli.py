@@ -236,6 +236,8 @@ def evaluate(
                           distance_groups=distance_groups, distractors=distractors, plots=plots, out_json=out_json,
                           gallery_model=gallery_model, compare=compare)
     report = run_evaluation(checkpoint, data, options)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
     typer.echo(report.table())
     typer.echo(f"metrics: {report.json_path}")
     for path in report.plots:

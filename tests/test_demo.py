@@ -22,6 +22,17 @@ def test_quick_demo_end_to_end(tmp_path):
             assert 0.0 <= model["metrics"][task]["R@1"] <= 1.0
             assert f"| {name}: {task}" in result.output
     assert all(Path(p).is_file() for p in summary["onnx"]["artifacts"])
+    # the ONNX model, evaluated through the runtime encoders, reported beside its checkpoint (fp32: the same figures)
+    lpn = summary["models"]["LPN (4 parts)"]["metrics"]
+    for task in ("drone2sat", "sat2drone"):
+        assert f"| LPN (4 parts), ONNX: {task}" in result.output
+        assert summary["onnx"]["metrics"][task]["R@1"] == pytest.approx(lpn[task]["R@1"], abs=0.011)
+    # the drone ONNX serves drone and satellite (shared weights); the street tasks need a ground artifact
+    assert set(summary["onnx"]["metrics"]) == {"drone2sat", "sat2drone"} | {
+        f"drone2sat [{g}]" for g in ("short", "middle", "long")} & set(lpn)
+    assert any(note.startswith("ground2sat needs the ground view") for note in summary["onnx"]["notes"])
+    rows = [line.split("|")[1].strip() for line in result.output.splitlines() if line.startswith("| ")]
+    assert rows.index("LPN (4 parts), ONNX: drone2sat") == rows.index("LPN (4 parts): sat2drone") + 1
     assert summary["onnx"]["parity"] and all(line.endswith("ok") for line in summary["onnx"]["parity"])
     assert Path(summary["preview"]).is_file() and Path(summary["geo_csv"]).is_file()
     # results.md holds the very table the run printed, for README to quote; no resume-only copies are left

@@ -52,16 +52,22 @@ class ArtifactModel:
                   for images, _ in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)]
         return np.concatenate(chunks) if chunks else np.zeros((0, encoder.info.dim), np.float32)
 
-    def check_tasks(self, tasks, main: Path) -> None:
-        """Refuse a task whose query or gallery view no artifact serves (before any image is read)."""
+    def runnable(self, tasks: list, main: Path, requested: str) -> tuple[list, list[str]]:
+        """(the tasks whose views the artifacts serve, a note per task left out). A task asked for by name, or
+        "all" when none can run, is refused with what to export and pass (before any image is read)."""
+        keep, refusals = [], []
         for task in tasks:
-            for view in (task.query_view, task.gallery_view):
-                if view not in self.encoders:
-                    served = ", ".join(self.encoders)
-                    raise LpnEdgeError(
-                        f"{task.name} needs the {view} view, and {main.name} serves {served} only (the model's {view} "
-                        f"branch does not share its weights): export the {view} view from the same checkpoint "
-                        f"(`lpn-edge export CKPT --onnx --view {view}`) and pass it with --gallery-model")
+            missing = [v for v in (task.query_view, task.gallery_view) if v not in self.encoders]
+            if not missing:
+                keep.append(task)
+                continue
+            why = (f"{task.name} needs the {missing[0]} view, and {main.name} serves {', '.join(self.encoders)} only "
+                   f"(the model's {missing[0]} branch does not share its weights)")
+            refusals.append((why, f"export the {missing[0]} view from the same checkpoint (`lpn-edge export CKPT "
+                                  f"--onnx --view {missing[0]}`) and pass it with --gallery-model"))
+        if refusals and (requested != "all" or not keep):
+            raise LpnEdgeError(": ".join(refusals[0]))
+        return keep, [f"{why}: left out (--gallery-model adds it)" for why, _ in refusals]
 
 
 def served_views(meta: dict) -> tuple[str, ...]:

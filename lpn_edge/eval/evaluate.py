@@ -71,6 +71,7 @@ class EvalReport:
     seconds: float = 0.0
     # with options.compare: {"checkpoint": path, "metrics": {row: metrics}, "agreement": {task: figures}}
     comparison: dict | None = None
+    notes: list[str] = field(default_factory=list)  # what the user must know (tasks an artifact cannot run)
 
     def table(self) -> str:
         if self.comparison is None:
@@ -115,8 +116,9 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     if layout not in (*FOLDER_LAYOUTS, "cvusa-raw", "cvact-raw"):
         raise LpnEdgeError(f"{data_dir}: cannot evaluate a data set of layout {layout!r}; run `lpn-edge data check`")
     tasks = select_tasks(options.task, layout, data_dir, source.views)
+    notes: list[str] = []
     if artifact:
-        source.artifacts.check_tasks(tasks, checkpoint)
+        tasks, notes = source.artifacts.runnable(tasks, checkpoint, options.task)
     json_path = options.out_json or default_json_path(checkpoint, data_dir)
     id_table = _id_table(layout, data_dir, tasks)
     encoder = _Encoder(source.embed, source.image_size, data_dir, layout, options, id_table)
@@ -154,12 +156,13 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, options: EvalOptions 
     }
     if artifact:
         payload["artifacts"] = source.artifacts.describe
+        payload["notes"] = notes
     if comparison is not None:
         payload["comparison"] = comparison
     from lpn_edge.fileio import atomic_write_text
 
     atomic_write_text(json_path, json.dumps(payload, indent=2, default=list))
-    return EvalReport(metrics, json_path, plots, seconds, comparison)
+    return EvalReport(metrics, json_path, plots, seconds, comparison, notes)
 
 
 def _task_features(encoder: _Encoder, task: Task, options: EvalOptions, parts: int):

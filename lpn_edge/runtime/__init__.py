@@ -11,10 +11,13 @@ the export stage imports this package to write what it reads, never the reverse.
     batching        feeding a bounded batch range (TensorRT profiles, pt2 packages)
     ring_pool       the CUDA kernel's computation in numpy: ring pooling + heads + normalisation (the CPU path)
     cuda_kernels    compile-on-target CUDA kernels (ring pooling, top-k), cached; RingPoolKernel, GpuMatcher
-    encoder         the Encoder protocol every backend implements (embed, info)
+    encoder         the Encoder protocol every backend implements (embed, info); the input contract (model_input)
+    encoders        open_encoder: artifact -> Encoder (ONNX Runtime, split graph + numpy heads; dispatches below)
+    gpu_encoders    TensorRT engines and split backbones pooled by the CUDA kernel on the device (CUDA graphs)
     gallery         the .lpnidx gallery index: memory-mapped, checksummed, merged from shards
     index_build     streaming, resumable gallery builds
     matching        exact top-k by inner product in numpy and FAISS, one tie rule (the GPU one in cuda_kernels)
     match_engines   open_matcher: the numpy, FAISS or GPU engine behind one search()
+The `.pt` / `.pt2` workstation encoders import torch and live outside, in `lpn_edge.torch_encoders`.
 Nothing is imported here: `import lpn_edge.runtime.preprocessing` costs numpy and Pillow only.
 """

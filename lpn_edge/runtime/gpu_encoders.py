@@ -82,7 +82,8 @@ class EngineEncoder(ArrayEncoder):
         self.runner.memory.close()
 
 
-def _kernel(heads: dict[str, np.ndarray], meta: dict, binding: str):
+def _kernel(heads: dict[str, np.ndarray], meta: dict, binding: str | None = None):
+    """The ring-pool kernel with the split heads, on `binding` ("pycuda" / "cuda-python"; None: whichever is there)."""
     from lpn_edge.runtime.cuda_kernels import RingPoolKernel, open_backend
 
     return RingPoolKernel(heads["weight"], heads["bias"], float(heads["bias_scale"]), kind=str(meta["partition"]),
@@ -164,10 +165,8 @@ class OnnxSplitGpuEncoder(ArrayEncoder):
     """Split backbone graph on ONNX Runtime's CUDA / TensorRT provider (IO binding) + ring-pool kernel."""
 
     def __init__(self, runner, heads: dict[str, np.ndarray], meta: dict) -> None:
-        from lpn_edge.runtime.cuda_kernels import open_backend
-
         self.runner, self.metadata = runner, meta
-        self.kernel = _kernel(heads, meta, open_backend().name)
+        self.kernel = _kernel(heads, meta)
         self.kernel.reserve(runner.batch)
         self.dim = int(meta["embedding_dim"])
         self.device_embedding = self.kernel.backend.alloc(runner.batch * self.dim * 4)

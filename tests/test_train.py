@@ -27,11 +27,12 @@ def world(tmp_path_factory):
 
 
 def tiny_run(epochs=2, **train_fields):
-    train_fields = {"lr_backbone": 0.001, "lr_head": 0.01, "checkpoint_every": 1, **train_fields}
+    train_fields = {"lr_backbone": 0.001, "lr_head": 0.01, "checkpoint_every": 1, "backbone_weights": "none",
+                    **train_fields}
     return RunConfig(
         model=ModelConfig(backbone="resnet18", num_classes=5, image_size=(64, 64), dropout=0.5),
         data=DataConfig(batch_size=4, num_workers=0, epoch="drone", pad=4, use_google=True),
-        train=TrainConfig(epochs=epochs, backbone_weights="none", lr_steps=(1,), **train_fields),
+        train=TrainConfig(epochs=epochs, lr_steps=(1,), **train_fields),
     )
 
 
@@ -453,3 +454,45 @@ def test_bad_data_leaves_no_run_directory(tmp_path):
     with pytest.raises(LpnEdgeError, match="no University-1652 training data"):
         train(tiny_run(1), tmp_path / "nowhere", tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_same_command(world, tmp_path):
+    """Weights that cannot be read fail the start after config.yaml is written; once they can be read, the same
+    command (no --force) trains in the same directory. Foreign files still make it refuse."""
+    weights_file = tmp_path / "resnet18.pth"
+    weights_file.write_bytes(b"not a state_dict")
+    config, run = tiny_run(1, backbone_weights=str(weights_file)), tmp_path / "run"
+    with pytest.raises(LpnEdgeError, match="cannot read backbone weights"):
+        train(config, world, run, progress=False)
+    assert (run / "config.yaml").is_file() and not (run / "last.pt").exists()  # what the failed start left
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), weights_file)
+    result = train(config, world, run, progress=False)
+    assert result.model is not None and read_checkpoint(result.model)["epoch"] == 1
+    assert (run / "metrics.csv").read_text().count("\n") == 2  # header + the one epoch of this run
+    # a directory that holds anything but lpn-edge's own files, or a checkpoint, is somebody's: refused as before
+    from lpn_edge.train import run_dir
+
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "config.yaml").write_text("model: {}\n")
+    (stub / "tensorboard").mkdir()
+    (stub / "tensorboard" / "events.out.tfevents.1.host.2.0").write_bytes(b"")
+    assert run_dir.failed_start(stub)
+    with pytest.raises(LpnEdgeError, match="before its first checkpoint.*--out"):  # --resume says what to do
+        train(None, world, stub, resume=True, progress=False)
+    (stub / "notes.txt").write_text("precious")
+    with pytest.raises(LpnEdgeError, match="not empty"):
+        run_dir.check_new_run(stub, force=False)
+    (stub / "notes.txt").unlink()
+    lock = run_dir.hold_lock(stub)  # a run still starting in it (a live process holds the lock): not a failed start
+    try:
+        assert not run_dir.failed_start(stub)
+        with pytest.raises(LpnEdgeError, match="not empty"):
+            run_dir.check_new_run(stub, force=False)
+    finally:
+        lock.close()
+    run_dir.prepare_new_run(stub, force=False)
+    assert list(stub.iterdir()) == []
+

@@ -141,15 +141,18 @@ def train(config: RunConfig | None, data_dir: str | Path, out_dir: str | Path, r
     # Signals are caught from here to the end, teardown included: with several processes a rank that gets one later
     # (torchrun stops the others when the first exits) still finishes cleanly.
     with graceful_stop(escalate=dist.world == 1) as stop:
+        locks: list = []
         try:
-            return _train(config, data_dir, out_dir, resume, force, progress, max_steps, dist, stop)
+            return _train(config, data_dir, out_dir, resume, force, progress, max_steps, dist, stop, locks)
         finally:
+            for lock in locks:
+                lock.close()
             distributed.teardown(dist)
 
 
 def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress: bool, max_steps: int | None, dist,
-           stop) -> TrainResult:
-    config, state, dataset = _prepare(config, data_dir, out_dir, resume, force, dist)
+           stop, locks: list) -> TrainResult:
+    config, state, dataset = _prepare(config, data_dir, out_dir, resume, force, dist, locks)
     if state:
         _check_resumable_world(state, dist.world, out_dir / runs.LAST)
     setup = _Setup.build(config, state, dist, dataset)
@@ -219,11 +222,13 @@ def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress:
     return TrainResult(out_dir, out_dir / runs.LAST, final, epochs_done, stopped_by, history)
 
 
-def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, force: bool, dist):
-    """The run's config (the checkpoint's when resuming), its saved state, and its dataset."""
+def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, force: bool, dist, locks: list):
+    """The run's config (the checkpoint's when resuming), its saved state, and its dataset. Rank 0 appends the run
+    directory's lock (an open file) to `locks`."""
     state = None
     if resume:
         ckpt_path = runs.resumable_checkpoint(out_dir)
+        distributed.on_main(dist, lambda: locks.append(runs.hold_lock(out_dir)))
         state = read_checkpoint(ckpt_path)
         stored = checkpoint_config(state, ckpt_path)
         config = stored.replace(_train_overrides(config), "resume overrides") if config is not None else stored
@@ -242,6 +247,7 @@ def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, fo
     if not resume:
         def create() -> None:
             runs.prepare_new_run(out_dir, force)  # only once the data is known to be usable
+            locks.append(runs.hold_lock(out_dir))
             save_config(config, out_dir / runs.CONFIG)
 
         distributed.on_main(dist, create)  # the other ranks wait until the directory exists

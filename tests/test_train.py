@@ -496,3 +496,23 @@ def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_same
     run_dir.prepare_new_run(stub, force=False)
     assert list(stub.iterdir()) == []
 
+
+def _rows(run):
+    import csv
+
+    with open(run / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_resume_inside_an_epoch_records_the_whole_epoch(world, tmp_path):
+    straight = train(tiny_run(2), world, tmp_path / "straight", progress=False)
+    stopped = train(tiny_run(2), world, tmp_path / "stopped", progress=False, max_steps=5)  # 4 steps/epoch: epoch 2
+    assert read_checkpoint(stopped.checkpoint)["step"] == 1
+    train(None, world, tmp_path / "stopped", resume=True, progress=False)
+    expected, got = _rows(tmp_path / "straight"), _rows(tmp_path / "stopped")
+    assert [row["epoch"] for row in got] == ["1", "2"] and straight.history[-1]["epoch"] == 2
+    for want, have in zip(expected, got):
+        assert int(have["images"]) == int(want["images"])
+        for key in ("loss", "accuracy"):
+            assert float(have[key]) == pytest.approx(float(want[key]), rel=1e-6, abs=1e-9), key
+        assert float(have["seconds"]) > 0

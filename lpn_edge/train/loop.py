@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +163,13 @@ def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress:
               f"{dist.device} x{dist.world}, {setup.precision.name}, {len(dataset)} items/epoch, epochs "
               f"{start_epoch + 1}..{config.train.epochs}" + (f" (resuming at step {start_step})" if start_step else ""))
 
-    def checkpoint(epoch: int, step: int, metrics: dict) -> None:
+    def checkpoint(epoch: int, step: int, metrics: dict, partial: EpochTally | None = None) -> None:
         """Every rank calls this: rank 0 saves every rank's RNG state; nobody goes on before the file is written."""
         rng = distributed.gather_to_main(dist, rng_state(dist.device))
         if dist.is_main:
+            extra = {"partial": asdict(partial)} if partial is not None else {}
             save_checkpoint(out_dir / runs.LAST, setup.module, config, epoch=epoch, metrics=metrics, step=step,
-                            rng=rng, **setup.state_dicts())
+                            rng=rng, **extra, **setup.state_dicts())
         distributed.barrier(dist)
 
     steps_run, stopped_by, metrics, epoch = 0, None, {}, start_epoch
@@ -176,22 +177,25 @@ def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress:
     try:
         for epoch in range(start_epoch, config.train.epochs):
             skip = start_step if epoch == start_epoch else 0
+            carried = EpochTally()
             if skip and state and "rng" in state:
                 restore_rng(state["rng"], dist.rank, dist.device)
+                # the figures of the epoch's steps before the stop (summed over ranks: rank 0 carries them)
+                if dist.is_main and state.get("partial"):
+                    carried = EpochTally(**state["partial"])
             else:
                 seed_epoch(config.train.seed, epoch, dist.rank)
             loader, total = _epoch_loader(dataset, config, dist, epoch, skip)
             outcome = _run_epoch(setup, loader, dist, stop, epoch, total, skip, progress and dist.is_main,
-                                 None if max_steps is None else max_steps - steps_run)
-            epoch_steps = outcome.pop("steps")
-            steps_run += epoch_steps
-            stopped_inside = outcome.pop("stopped")
-            if stopped_inside:
-                stopped_by = stopped_inside
-                checkpoint(epoch, skip + epoch_steps, metrics)
+                                 None if max_steps is None else max_steps - steps_run, carried)
+            steps_run += outcome.steps
+            if outcome.stopped:
+                stopped_by = outcome.stopped
+                checkpoint(epoch, skip + outcome.steps, metrics, outcome.tally)
                 break
             setup.scheduler.step()
-            metrics = {**outcome, "epoch": epoch + 1, "lr_backbone": setup.optimizer.param_groups[0]["lr"],
+            metrics = {**outcome.tally.figures(), "epoch": epoch + 1,
+                       "lr_backbone": setup.optimizer.param_groups[0]["lr"],
                        "lr_heads": setup.optimizer.param_groups[1]["lr"]}
             out_of_steps = max_steps is not None and steps_run >= max_steps
             # One decision for all ranks, from the agreed value only: a signal landing after the all-reduce waits for
@@ -361,15 +365,41 @@ def _train_overrides(config: RunConfig) -> dict[str, Any]:
     return {"train.epochs": config.train.epochs}
 
 
+@dataclass
+class EpochTally:
+    """An epoch's running sums; a checkpoint inside an epoch keeps them (`partial`) so that the resumed epoch's row
+    in metrics.csv covers the whole epoch."""
+
+    loss_sum: float = 0.0  # sum over items of the batch loss
+    items: int = 0
+    correct: int = 0  # satellite and drone predictions that were right
+    seen: int = 0  # satellite and drone predictions made
+    images: int = 0  # images through a trunk
+    seconds: float = 0.0  # training time of the epoch's earlier parts (before a stop)
+
+    def figures(self) -> dict[str, float | int]:
+        return {"loss": self.loss_sum / max(1, self.items), "accuracy": self.correct / max(1, self.seen),
+                "images": int(self.images), "seconds": round(self.seconds, 3),
+                "images_per_s": self.images / max(self.seconds, 1e-9)}
+
+
+@dataclass
+class _EpochOutcome:
+    steps: int  # optimiser steps in this call
+    stopped: str | None  # what stopped it inside the epoch: a signal name, "max_steps", or None
+    tally: EpochTally  # the whole epoch's sums over every rank (earlier parts included)
+
+
 def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int, skip: int, show_progress: bool,
-               steps_left: int | None) -> dict[str, Any]:
-    """Train over the loader's batches; returns steps, what stopped it inside the epoch (a signal name,
-    "max_steps" or None), and loss, accuracy and throughput over all ranks."""
+               steps_left: int | None, carried: EpochTally | None = None) -> _EpochOutcome:
+    """Train over the loader's batches, continuing the sums of the epoch's earlier part (`carried`); returns the
+    steps taken, what stopped it inside the epoch, and the epoch's sums over all ranks."""
     from tqdm import tqdm
 
     model, optimizer, precision = setup.model, setup.optimizer, setup.precision
     model.train()
-    loss_sum, items, correct, seen, images, steps, stopped = 0.0, 0, 0, 0, 0, 0, None
+    tally = EpochTally(**asdict(carried)) if carried is not None else EpochTally()
+    steps, images_here, stopped = 0, 0, None
     started = time.perf_counter()
     bar = tqdm(loader, total=total_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show_progress,
                leave=False, dynamic_ncols=True)
@@ -396,16 +426,18 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
             raise LpnEdgeError(f"training loss became {loss.item() if not finite else 'non-finite on another rank'} "
                                f"at epoch {epoch + 1}: lower the learning rate")
         steps += 1
-        loss_sum += loss.item() * step.items
-        items += step.items
+        tally.loss_sum += loss.item() * step.items
+        tally.items += step.items
         for view in ("satellite", "drone"):
             if view in logits:
-                correct += (part_predictions(logits[view]) == step.labels[view]).sum().item()
-                seen += len(step.labels[view])
-        images += step.images
+                tally.correct += (part_predictions(logits[view]) == step.labels[view]).sum().item()
+                tally.seen += len(step.labels[view])
+        tally.images += step.images
+        images_here += step.images
         elapsed = time.perf_counter() - started
-        bar.set_postfix(loss=f"{loss_sum / items:.3f}", acc=f"{correct / max(1, seen):.3f}",
-                        img_s=f"{images / max(elapsed, 1e-9):.1f}")
+        bar.set_postfix(loss=f"{tally.loss_sum / max(1, tally.items):.3f}",
+                        acc=f"{tally.correct / max(1, tally.seen):.3f}",
+                        img_s=f"{images_here / max(elapsed, 1e-9):.1f}")
         # Checked after the step, before the next batch is drawn: the saved RNG state then resumes exactly.
         out_of_steps = steps_left is not None and steps >= steps_left
         if (agreed or out_of_steps) and skip + steps < total_batches:
@@ -413,7 +445,8 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
             break
     bar.close()
     # The epoch's figures over every rank's batches (each rank counted only its own share).
-    loss_sum, items, correct, seen, images = distributed.sum_over_ranks(dist, [loss_sum, items, correct, seen, images])
-    elapsed = time.perf_counter() - started
-    return {"steps": steps, "stopped": stopped, "loss": loss_sum / max(1, items), "accuracy": correct / max(1, seen),
-            "images": int(images), "seconds": round(elapsed, 3), "images_per_s": images / max(elapsed, 1e-9)}
+    summed = distributed.sum_over_ranks(dist, [tally.loss_sum, tally.items, tally.correct, tally.seen, tally.images])
+    loss_sum, items, correct, seen, images = summed
+    seconds = tally.seconds + time.perf_counter() - started
+    return _EpochOutcome(steps, stopped, EpochTally(float(loss_sum), int(items), int(correct), int(seen), int(images),
+                                                    seconds))

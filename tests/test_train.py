@@ -516,3 +516,42 @@ def test_resume_inside_an_epoch_records_the_whole_epoch(world, tmp_path):
         for key in ("loss", "accuracy"):
             assert float(have[key]) == pytest.approx(float(want[key]), rel=1e-6, abs=1e-9), key
         assert float(have["seconds"]) > 0
+
+
+def test_progress_goes_to_a_callback_after_every_step(world, tmp_path):
+    calls, lines = [], []
+    result = train(tiny_run(2), world, tmp_path / "run", progress=calls.append, say=lines.append)
+    assert result.model is not None
+    steps = 4  # 15 drone items in batches of 4
+    assert [(p.epoch, p.step) for p in calls] == [(e, s) for e in (1, 2) for s in range(1, steps + 1)]
+    assert all(p.epochs == 2 and p.steps == steps and p.images_per_s > 0 and p.loss > 0 for p in calls)
+    assert [p.epoch_done for p in calls].count(True) == 2 and calls[-1].epoch_done and calls[-1].eta_s == 0
+    assert calls[0].eta_s > calls[steps].eta_s > 0  # the time left shrinks as the run goes on
+    assert any(line.startswith("training 3-view LPN") for line in lines)  # messages through `say`, not print
+    # ... and a resumed epoch counts its steps from where it stopped
+    train(tiny_run(2), world, tmp_path / "stopped", progress=False, max_steps=5)
+    resumed = []
+    train(None, world, tmp_path / "stopped", resume=True, progress=resumed.append)
+    assert [(p.epoch, p.step) for p in resumed] == [(2, s) for s in range(2, steps + 1)]
+
+
+def test_progress_printer_says_one_line_per_interval_and_one_per_epoch_end():
+    from lpn_edge.train import ProgressPrinter, TrainProgress
+
+    now, lines = [0.0], []
+    printer = ProgressPrinter(lines.append, interval=10.0, clock=lambda: now[0])
+
+    def at(t, step, steps=100, epoch=1):
+        now[0] = t
+        printer(TrainProgress(epoch=epoch, epochs=3, step=step, steps=steps, images_per_s=33.3, eta_s=125.0,
+                              loss=2.5, accuracy=0.1))
+
+    for second in range(35):  # one step a second
+        at(float(second), second + 1)
+    assert len(lines) == 3  # at 10, 20 and 30 s: never two lines within 10 s
+    assert lines[0] == "epoch 1/3, step 11/100: loss 2.500, 33.3 img/s, about 2 min 05 s left"
+    at(35.5, 100)  # the epoch's end is always said
+    at(36.0, 1, epoch=2)  # ... and restarts the interval
+    assert len(lines) == 4 and "step 100/100" in lines[-1]
+    at(46.0, 11, epoch=2)
+    assert len(lines) == 5 and lines[-1].startswith("epoch 2/3, step 11/100")

@@ -471,6 +471,7 @@ def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_same
     result = train(config, world, run, progress=False)
     assert result.model is not None and read_checkpoint(result.model)["epoch"] == 1
     assert (run / "metrics.csv").read_text().count("\n") == 2  # header + the one epoch of this run
+    assert not (run / ".lock").exists()  # released with the run
     # a directory that holds anything but lpn-edge's own files, or a checkpoint, is somebody's: refused as before
     from lpn_edge.train import run_dir
 
@@ -492,7 +493,8 @@ def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_same
         with pytest.raises(LpnEdgeError, match="not empty"):
             run_dir.check_new_run(stub, force=False)
     finally:
-        lock.close()
+        lock.release()
+    assert not (stub / ".lock").exists()
     run_dir.prepare_new_run(stub, force=False)
     assert list(stub.iterdir()) == []
 

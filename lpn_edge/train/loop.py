@@ -201,7 +201,7 @@ def train(config: RunConfig | None, data_dir: str | Path, out_dir: str | Path, r
             return _train(config, data_dir, out_dir, resume, force, progress, max_steps, dist, stop, say, locks)
         finally:
             for lock in locks:
-                lock.close()
+                lock.release()
             distributed.teardown(dist)
 
 

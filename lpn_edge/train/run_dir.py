@@ -61,16 +61,29 @@ def in_use(out_dir: Path) -> bool:
     return False
 
 
-def hold_lock(out_dir: Path):
-    """Lock the run directory for as long as the returned file stays open (a no-op where flock does not exist)."""
-    handle = open(Path(out_dir) / LOCK, "a")
-    if fcntl is not None:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise LpnEdgeError(f"run directory {out_dir} is in use by another `lpn-edge train`") from None
-    return handle
+class RunLock:
+    """The run directory's lock, held until `release()`, which also removes the lock file (nothing is left in a
+    finished run directory); a no-op lock where flock does not exist."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / LOCK
+        self.handle = open(self.path, "a")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.handle.close()
+                raise LpnEdgeError(f"run directory {out_dir} is in use by another `lpn-edge train`") from None
+
+    def release(self) -> None:
+        if not self.handle.closed:
+            self.path.unlink(missing_ok=True)
+            self.handle.close()
+
+
+def hold_lock(out_dir: Path) -> RunLock:
+    """Lock the run directory (see `RunLock`): a live run is then never taken for a failed start."""
+    return RunLock(out_dir)
 
 
 def check_new_run(out_dir: Path, force: bool) -> None:

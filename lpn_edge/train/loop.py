@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,7 +177,7 @@ class ProgressPrinter:
                  f"about {format_duration(progress.eta_s)} left")
 
 
-ProgressOption = Union[bool, Callable[[TrainProgress], None]]
+ProgressOption = bool | Callable[[TrainProgress], None]
 
 
 def train(config: RunConfig | None, data_dir: str | Path, out_dir: str | Path, resume: bool = False,

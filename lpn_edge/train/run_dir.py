@@ -67,7 +67,7 @@ class RunLock:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / LOCK
-        self.handle = open(self.path, "a")
+        self.handle = open(self.path, "a")  # noqa: SIM115 - held open for the whole run, closed by release()
         if fcntl is not None:
             try:
                 fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

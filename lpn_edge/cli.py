@@ -150,7 +150,7 @@ def train(
     """
     from lpn_edge.config import RunConfig, load_config, parse_override
     from lpn_edge.devices import resolve_device
-    from lpn_edge.train import train as run_training
+    from lpn_edge.train import ProgressPrinter, train as run_training
 
     resolve_device(device)
     if (out is None) == (resume is None):
@@ -166,9 +166,14 @@ def train(
         unknown = sorted(set(pairs) - {"train.epochs"})
         if unknown:
             raise LpnEdgeError(f"on --resume only train.epochs may change, not {', '.join(unknown)}")
-        result = run_training(run_config.replace(pairs) if pairs else None, data, resume, resume=True, device=device)
+    # a bar per epoch on a terminal; a line every 10 seconds into a log file or pipe
+    progress = True if sys.stderr.isatty() else ProgressPrinter(typer.echo)
+    if resume is not None:
+        result = run_training(run_config.replace(pairs) if pairs else None, data, resume, resume=True, device=device,
+                              progress=progress, say=typer.echo)
     else:
-        result = run_training(run_config.replace(pairs, "command line"), data, out, force=force, device=device)
+        result = run_training(run_config.replace(pairs, "command line"), data, out, force=force, device=device,
+                              progress=progress, say=typer.echo)
     for row in result.history[-3:]:
         typer.echo(f"epoch {int(row['epoch'])}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}, "
                    f"{row['images_per_s']:.1f} img/s")

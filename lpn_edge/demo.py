@@ -48,7 +48,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, force: boo
     from lpn_edge.eval.evaluate import EvalOptions, evaluate
     from lpn_edge.eval.metrics import format_metrics_table
     from lpn_edge.fileio import atomic_write_text
-    from lpn_edge.train import train
+    from lpn_edge.train import ProgressPrinter, train
 
     plan = PLANS["quick" if quick else "default"]
     out_dir = Path(out_dir)
@@ -69,7 +69,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, force: boo
                                  "train.seed": seed}, "demo plan")
         run_dir = out_dir / ("lpn" if parts > 1 else "baseline")
         say(f"training {name}: {plan.epochs} epochs ...")
-        result = train(config, world.root, run_dir, force=force, progress=False)
+        # a line every 10 seconds with the pace and the time left: minutes of silence look like a hang
+        result = train(config, world.root, run_dir, force=force, progress=ProgressPrinter(say, prefix="  "),
+                       say=lambda line: say(f"  {line}"))
         # last.pt (weights + optimiser state) only serves --resume of an unfinished run; model.pt is what users need
         (run_dir / "last.pt").unlink(missing_ok=True)
         last = result.history[-1]

@@ -29,6 +29,8 @@ def test_quick_demo_end_to_end(tmp_path):
     table = [line for line in result.output.splitlines() if line.startswith("| ")]
     assert table and all(line in results for line in table) and "--quick" in results
     assert not list(out.rglob("last.pt"))
+    # training talks: a progress line at least at the end of every epoch, with the pace and the time left
+    assert all(f"epoch {e}/4, step 4/4" in result.output for e in (1, 4)) and "img/s, about " in result.output
     # a second run into the same directory is refused rather than mixing two demos
     again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output

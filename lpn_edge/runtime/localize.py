@@ -164,7 +164,8 @@ class Localizer:
     def __init__(self, model: str | os.PathLike | Encoder, index: str | os.PathLike | Sequence[str | os.PathLike],
                  device: str = "cpu", top_k: int = 5, engine: str = "auto", radius_m: float | None = None,
                  verify: bool = True, **encoder_options: Any) -> None:
-        if isinstance(model, (str, os.PathLike)):
+        self._owns_encoder = isinstance(model, (str, os.PathLike))
+        if self._owns_encoder:
             from lpn_edge.runtime.encoders import open_encoder
 
             self.encoder = open_encoder(Path(model), device=device, **encoder_options)
@@ -316,8 +317,11 @@ class Localizer:
                 f"{self.engine}, top {self.top_k}")
 
     def close(self) -> None:
+        """Release the gallery maps, and the encoder when this Localizer opened it."""
         for index in getattr(self, "indexes", []):
             index.close()
+        if getattr(self, "_owns_encoder", False) and hasattr(self.encoder, "close"):
+            self.encoder.close()
 
     def __enter__(self) -> Localizer:
         return self

@@ -467,7 +467,9 @@ def locate(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line: a line per frame, then "
                                                        "{\"summary\": ...}."),
     device: str = typer.Option("cpu", "--device", help="Where the encoder runs: cpu, cuda, tensorrt."),
-    engine: str = typer.Option("auto", "--engine", help="Matching: numpy, faiss, gpu or auto."),
+    engine: str = typer.Option("auto", "--engine", help="Matching: numpy, faiss, gpu or auto (the GPU when one "
+                                                        "answers, else numpy: FAISS does not pay for one frame at a "
+                                                        "time)."),
     every: int = typer.Option(1, "--every", help="Use every N-th frame of each input (frames 0, N, 2N, ...)."),
     radius: Optional[float] = typer.Option(None, "--radius", help="R of the position estimate, metres (default "
                                                                   "1.5 x the gallery's tile spacing)."),

@@ -362,7 +362,7 @@ def _summarise(report: LocateReport, localizer: Localizer, truth: Truth | None, 
 def _figures(judged: list[FrameResult], localizer: Localizer, estimates: list) -> dict[str, Any]:
     """Error summary and top-k hit rates of the judged frames (frames without an estimate: counted, not summed)."""
     have = [i for i, e in enumerate(estimates) if e is not None and all(map(math.isfinite, e))]
-    ks = [k for k in HIT_KS if k <= localizer.top_k] or [localizer.top_k]
+    ks = sorted({k for k in HIT_KS if k <= localizer.top_k} | {localizer.top_k})  # 1, 5 and k itself
     hits = topk_hit_rates([r.rows for r in judged], [r.true_row for r in judged], ks)
     result: dict[str, Any] = {"hits": {f"top{k}": share for k, share in hits.items()},
                               "frames": len(judged), "without_estimate": len(judged) - len(have)}

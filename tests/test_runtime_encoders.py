@@ -17,8 +17,9 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import ExportOptions, export_model
 from lpn_edge.fileio import file_fingerprint
 from lpn_edge.runtime.encoder import Encoder
-from lpn_edge.runtime.encoders import open_encoder, split_stem
+from lpn_edge.runtime.encoders import open_encoder
 from lpn_edge.runtime.preprocessing import preprocess
+from lpn_edge.runtime.split_heads import split_stem
 
 FP32_COSINE = 0.99999  # the export's fp32 parity threshold
 SIZE = (64, 64)
@@ -146,3 +147,48 @@ def test_split_names():
     for name in ("m-drone.split.onnx", "m-drone.split.int8.onnx", "m-drone.split.fp16.engine", "m-drone.split.npz"):
         assert split_stem(Path(name)) == "m-drone.split"
     assert split_stem(Path("m-drone.npz")) == "m-drone"
+
+
+def test_checkpoint_encoder_is_the_model(exported, frames):
+    ckpt, _paths = exported
+    encoder = open_encoder(ckpt, "cpu", threads=1)
+    assert (encoder.info.backend, encoder.info.provider, encoder.info.view) == ("torch", "pytorch-cpu", "drone")
+    assert encoder.info.fingerprint == file_fingerprint(ckpt) and encoder.info.dim == 2048
+    for batch in frames:
+        preprocessed = preprocess(batch, SIZE)
+        assert_parity(encoder.embed(batch), reference(ckpt, preprocessed))
+        assert_parity(encoder.embed(preprocessed), reference(ckpt, preprocessed))
+    satellite = open_encoder(ckpt, view="satellite", flip=False)
+    preprocessed = preprocess(frames[0], SIZE)
+    with torch.no_grad():
+        expected = load_model(ckpt).embed(torch.from_numpy(preprocessed), "satellite", flip=False).numpy()
+    assert_parity(satellite.embed(preprocessed), expected)
+    with pytest.raises(LpnEdgeError, match="view 'street' is not part of this"):
+        open_encoder(ckpt, view="street")
+    with pytest.raises(LpnEdgeError, match="runs in fp32 only, not fp16"):
+        open_encoder(ckpt, precision="fp16")
+    with pytest.raises(LpnEdgeError, match="device must be cpu or cuda, not 'tensorrt'"):
+        open_encoder(ckpt, "tensorrt")
+
+
+@pytest.mark.slow
+def test_pt2_encoder_agrees_with_the_model(exported, frames, tmp_path):
+    ckpt, _paths = exported
+    export_model(ckpt, tmp_path, ExportOptions(formats={"pt2"}, batch=(1, 2, 4), parity_queries=2, parity_gallery=2))
+    package = tmp_path / "tiny-drone.pt2"
+    encoder = open_encoder(package, "cpu", threads=1)
+    assert (encoder.info.backend, encoder.info.provider) == ("pt2", "aotinductor-cpu")
+    assert encoder.info.fingerprint == file_fingerprint(ckpt) and encoder.info.input_size == SIZE
+    for batch in frames:  # 5 images: chunks of 4 and 1; 3 images: one chunk
+        preprocessed = preprocess(batch, SIZE)
+        assert_parity(encoder.embed(batch), reference(ckpt, preprocessed))
+        assert_parity(encoder.embed(preprocessed), reference(ckpt, preprocessed))
+    with pytest.raises(LpnEdgeError, match="compiled for cpu, not cuda"):
+        from lpn_edge.torch_encoders import Pt2Encoder
+
+        Pt2Encoder(package, "cuda")
+    with pytest.raises(LpnEdgeError, match="embeds view drone, not satellite"):
+        open_encoder(package, view="satellite")
+    package.write_bytes(package.read_bytes() + b"\0")
+    with pytest.raises(LpnEdgeError, match="describes another file"):
+        open_encoder(package)

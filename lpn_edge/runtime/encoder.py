@@ -33,6 +33,13 @@ class EncoderInfo:
     fingerprint: str
     dim: int
 
+    @classmethod
+    def from_metadata(cls, meta: dict, *, backend: str, provider: str) -> EncoderInfo:
+        """The info of an exported artifact from its metadata (`artifact.artifact_metadata` plus "precision")."""
+        return cls(backend=backend, provider=provider, precision=str(meta.get("precision", "fp32")),
+                   input_size=tuple(int(s) for s in meta["preprocessing"]["size"]), view=str(meta["view"]),
+                   fingerprint=str(meta["source_fingerprint"]), dim=int(meta["embedding_dim"]))
+
 
 @runtime_checkable
 class Encoder(Protocol):
@@ -70,9 +77,11 @@ def model_input(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 class ArrayEncoder:
     """Base of the runtime's encoders: `embed` checks and preprocesses the input (`model_input`), hands the
-    (N, 3, H, W) float32 tensor to the backend's `run` and checks that (N, D) float32 came back."""
+    (N, 3, H, W) float32 tensor to the backend's `run` and checks that (N, D) float32 came back. `metadata`: the
+    artifact's own description (`artifact.artifact_metadata`), empty for a checkpoint."""
 
     info: EncoderInfo
+    metadata: dict
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32, N >= 1 -> (N, D) float32 unit-norm embeddings (the backend's work)."""

@@ -37,6 +37,7 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.runtime.artifact import decode_metadata
 from lpn_edge.runtime.encoder import ArrayEncoder, Encoder, EncoderInfo
 from lpn_edge.runtime.onnx_runner import BATCH, OnnxRunner
+from lpn_edge.runtime.split_heads import heads_beside, split_graph_of
 
 DEVICES = ("cpu", "cuda", "tensorrt")
 # device -> the ONNX Runtime providers a full or split ONNX graph runs on (short names, `onnx_runner.PROVIDERS`)
@@ -46,7 +47,7 @@ SUFFIXES = (".onnx", ".engine", ".npz", ".pt", ".pt2")
 
 def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[str] | None = None,
                  precision: str | None = None, batch: int | None = None, threads: int | None = None,
-                 view: str | None = None) -> Encoder:
+                 view: str | None = None, flip: bool | None = None) -> Encoder:
     """The encoder of the artifact at `path` (see the module docstring for the backends).
 
     device: "cpu", "cuda" or "tensorrt" (ONNX Runtime's TensorRT provider; a `.engine` file needs "cuda").
@@ -54,8 +55,8 @@ def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[s
     precision: the precision the artifact must have ("fp32", "fp16", "int8"); a different one is refused.
     batch: most images per backend call (ONNX Runtime chunk; a TensorRT engine's is its profile's maximum).
     threads: ONNX Runtime intra-op threads on the CPU (None: the physical cores, `onnx_runner.physical_cores`).
-    view: the view to embed; artifacts embed their own (a different one is refused), a checkpoint needs it
-    (default "drone").
+    view, flip: the view to embed and whether to add the mirrored image's embedding (test-time flip). An artifact
+    has both baked in (asking for others is refused); a checkpoint takes them (default "drone", True).
     """
     path = Path(path)
     if device not in DEVICES:
@@ -71,13 +72,14 @@ def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[s
     if providers is not None and suffix not in (".onnx", ".npz"):
         raise LpnEdgeError(f"providers apply to ONNX files; {path.name} is a {suffix} file")
     if suffix in (".pt", ".pt2"):
-        return _open_workstation(path, device, precision=precision, batch=batch, threads=threads, view=view)
+        return _open_workstation(path, device, precision=precision, batch=batch, threads=threads, view=view,
+                                 flip=flip)
     if suffix == ".engine":
         if device != "cuda":
             raise LpnEdgeError(f"{path.name} is a TensorRT engine: it runs on the GPU (device='cuda'), not {device!r}")
         from lpn_edge.runtime.gpu_encoders import open_engine
 
-        return _checked(open_engine(path, precision=precision, batch=batch), view)
+        return _checked(open_engine(path, precision=precision, batch=batch), view, flip)
     if suffix == ".npz":
         path = split_graph_of(path)
     wanted = tuple(providers) if providers is not None else DEVICE_PROVIDERS[device]
@@ -85,13 +87,13 @@ def open_encoder(path: str | Path, device: str = "cpu", *, providers: Sequence[s
     meta = decode_metadata(runner.session.get_modelmeta().custom_metadata_map, path)
     _check_precision(path, meta, precision)
     if meta.get("output") == "feature_map":
-        heads = split_heads_of(path, meta)
+        heads = heads_beside(path, meta)
         if runner.on_gpu:
             from lpn_edge.runtime.gpu_encoders import OnnxSplitGpuEncoder
 
-            return _checked(OnnxSplitGpuEncoder(runner, heads, meta), view)
-        return _checked(SplitEncoder(runner, heads, meta), view)
-    return _checked(OnnxEncoder(runner, meta), view)
+            return _checked(OnnxSplitGpuEncoder(runner, heads, meta), view, flip)
+        return _checked(SplitEncoder(runner, heads, meta), view, flip)
+    return _checked(OnnxEncoder(runner, meta), view, flip)
 
 
 def _open_workstation(path: Path, device: str, **options: Any) -> Encoder:
@@ -102,57 +104,20 @@ def _open_workstation(path: Path, device: str, **options: Any) -> Encoder:
     return open_torch_encoder(path, device, **options)
 
 
-def encoder_info(meta: dict, *, backend: str, provider: str) -> EncoderInfo:
-    """EncoderInfo from an artifact's metadata (`artifact.artifact_metadata` plus "precision")."""
-    return EncoderInfo(backend=backend, provider=provider, precision=str(meta.get("precision", "fp32")),
-                       input_size=tuple(int(s) for s in meta["preprocessing"]["size"]), view=str(meta["view"]),
-                       fingerprint=str(meta["source_fingerprint"]), dim=int(meta["embedding_dim"]))
-
-
 def _check_precision(path: Path, meta: dict, precision: str | None) -> None:
     if precision is not None and meta.get("precision", "fp32") != precision:
         raise LpnEdgeError(f"{path.name} is a {meta.get('precision', 'fp32')} artifact, not {precision}")
 
 
-def _checked(encoder: Encoder, view: str | None) -> Encoder:
+def _checked(encoder: Encoder, view: str | None, flip: bool | None) -> Encoder:
     if view is not None and encoder.info.view != view:
         raise LpnEdgeError(f"this artifact embeds the {encoder.info.view} view, not {view}; export the {view} view "
                            f"(`lpn-edge export --view {view}`)")
+    baked = getattr(encoder, "metadata", {}).get("flip")
+    if flip is not None and baked is not None and bool(baked) != bool(flip):
+        raise LpnEdgeError(f"this artifact was exported {'with' if baked else 'without'} test-time flip, not "
+                           f"{'with' if flip else 'without'} (`lpn-edge export{'' if flip else ' --no-flip'}`)")
     return encoder
-
-
-# -- split artifacts: where the heads and the backbone graph are --------------------------------------------------
-
-def split_stem(path: Path) -> str:
-    """`m-drone.split.onnx`, `m-drone.split.int8.onnx`, `m-drone.split.fp16.engine`, `m-drone.split.npz` ->
-    `m-drone.split` (the name up to and including ".split"; else the name without its last suffix)."""
-    name = path.name
-    marker = name.rfind(".split.")
-    return name[:marker + len(".split")] if marker >= 0 else path.stem
-
-
-def split_heads_of(graph: Path, meta: dict) -> dict[str, np.ndarray]:
-    """The heads `.npz` beside a split backbone graph or engine, checked to come from the same checkpoint."""
-    from lpn_edge.runtime.split_heads import load_split_heads, split_heads_metadata
-
-    path = graph.with_name(split_stem(graph) + ".npz")
-    if not path.is_file():
-        raise LpnEdgeError(f"{graph.name} is a split backbone (it outputs the feature map); its heads {path.name} "
-                           "are missing beside it (`lpn-edge export --split` writes both)")
-    heads = load_split_heads(path)
-    theirs = split_heads_metadata(heads).get("source_fingerprint")
-    if theirs != meta.get("source_fingerprint"):
-        raise LpnEdgeError(f"{path.name} comes from checkpoint {theirs}, {graph.name} from "
-                           f"{meta.get('source_fingerprint')}; export them together")
-    return heads
-
-
-def split_graph_of(heads: Path) -> Path:
-    """The fp32 backbone graph `<stem>.split.onnx` beside a split heads file."""
-    graph = heads.with_name(split_stem(heads) + ".onnx")
-    if not graph.is_file():
-        raise LpnEdgeError(f"{heads.name} holds split heads; its backbone graph {graph.name} is missing beside it")
-    return graph
 
 
 # -- CPU (and ONNX Runtime GPU) encoders ----------------------------------------------------------------------------
@@ -162,7 +127,7 @@ class OnnxEncoder(ArrayEncoder):
 
     def __init__(self, runner: OnnxRunner, meta: dict) -> None:
         self.runner, self.metadata = runner, meta
-        self.info = encoder_info(meta, backend="onnxruntime", provider="+".join(runner.providers))
+        self.info = EncoderInfo.from_metadata(meta, backend="onnxruntime", provider="+".join(runner.providers))
 
     def run(self, images: np.ndarray) -> np.ndarray:
         return self.runner.run(images)
@@ -173,7 +138,8 @@ class SplitEncoder(ArrayEncoder):
 
     def __init__(self, runner: OnnxRunner, heads: dict[str, np.ndarray], meta: dict) -> None:
         self.runner, self.heads, self.metadata = runner, heads, meta
-        self.info = encoder_info(meta, backend="split", provider="+".join(runner.providers) + "+numpy-heads")
+        self.info = EncoderInfo.from_metadata(meta, backend="split",
+                                              provider="+".join(runner.providers) + "+numpy-heads")
 
     def run(self, images: np.ndarray) -> np.ndarray:
         from lpn_edge.runtime.split_heads import split_head_embedding

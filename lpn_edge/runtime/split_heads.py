@@ -70,6 +70,37 @@ def split_head_embedding(feature_map: np.ndarray, heads: Mapping[str, np.ndarray
     return embed_pooled(pooled, weight, heads["bias"], float(heads["bias_scale"]))
 
 
+def split_stem(path: Path) -> str:
+    """`m-drone.split.onnx`, `m-drone.split.int8.onnx`, `m-drone.split.fp16.engine`, `m-drone.split.npz` ->
+    `m-drone.split` (the name up to and including ".split"; else the name without its last suffix)."""
+    name = path.name
+    marker = name.rfind(".split.")
+    return name[:marker + len(".split")] if marker >= 0 else path.stem
+
+
+def heads_beside(graph: Path, meta: dict) -> dict[str, np.ndarray]:
+    """The heads `.npz` beside a split backbone graph or engine (`meta`: its metadata), checked to come from the
+    same checkpoint."""
+    path = graph.with_name(split_stem(graph) + ".npz")
+    if not path.is_file():
+        raise LpnEdgeError(f"{graph.name} is a split backbone (it outputs the feature map); its heads {path.name} "
+                           "are missing beside it (`lpn-edge export --split` writes both)")
+    heads = load_split_heads(path)
+    theirs = split_heads_metadata(heads).get("source_fingerprint")
+    if theirs != meta.get("source_fingerprint"):
+        raise LpnEdgeError(f"{path.name} comes from checkpoint {theirs}, {graph.name} from "
+                           f"{meta.get('source_fingerprint')}; export them together")
+    return heads
+
+
+def split_graph_of(heads: Path) -> Path:
+    """The fp32 backbone graph `<stem>.split.onnx` beside a split heads file."""
+    graph = heads.with_name(split_stem(heads) + ".onnx")
+    if not graph.is_file():
+        raise LpnEdgeError(f"{heads.name} holds split heads; its backbone graph {graph.name} is missing beside it")
+    return graph
+
+
 def _check_heads(heads: Mapping[str, np.ndarray], where: str) -> None:
     ring, weight, bias = heads["ring_weights"], heads["weight"], heads["bias"]
     if weight.ndim != 3 or ring.ndim != 2 or ring.shape[1] != weight.shape[0] or bias.shape != weight.shape[:2]:

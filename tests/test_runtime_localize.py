@@ -6,13 +6,13 @@ gallery of another model, broken frames, --truth / --track / --plot / --json, an
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import sys
 
 import numpy as np
 import pytest
-from onnx_encoder import OnnxTestEncoder
 from PIL import Image
 from test_export_fixtures import make_checkpoint
 from typer.testing import CliRunner
@@ -51,6 +51,16 @@ def area(tmp_path_factory):
                                                              for r in rows))
     return {"root": root, "model": model, "flight": flight, "tiles": tiles / "tiles", "gallery": gallery,
             "truth": truth, "ids": [r["id"] for r in rows]}
+
+
+class Relabelled:
+    """An encoder that claims another checkpoint's fingerprint (the same numbers)."""
+
+    def __init__(self, encoder, fingerprint: str) -> None:
+        self.encoder, self.info = encoder, dataclasses.replace(encoder.info, fingerprint=fingerprint)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return self.encoder.embed(images)
 
 
 def tile(area, tile_id: str) -> np.ndarray:
@@ -101,7 +111,7 @@ def test_shards_are_searched_as_one_index_ties_by_row(area, tmp_path):
     one = write_index(tmp_path / "one.lpnidx", embeddings, ids, latitude=lat, longitude=lon, **meta)
     parts = [write_index(tmp_path / f"part{k}.lpnidx", embeddings[rows], [ids[i] for i in rows], latitude=lat[rows],
                          longitude=lon[rows], **meta) for k, rows in enumerate([range(0, 30), range(30, 59)])]
-    encoder = OnnxTestEncoder(area["model"])
+    encoder = open_encoder(area["model"])
     queries = [tile(area, i) for i in ("0003", "0030", "0045")]
     with Localizer(encoder, one, top_k=8, engine="numpy") as single, \
             Localizer(encoder, parts, top_k=8, engine="numpy") as sharded:
@@ -116,13 +126,13 @@ def test_shards_are_searched_as_one_index_ties_by_row(area, tmp_path):
 
 def test_a_gallery_of_another_model_or_view_is_refused(area, tmp_path):
     with pytest.raises(LpnEdgeError) as error:
-        Localizer(OnnxTestEncoder(area["model"], fingerprint="0123456789abcdef"), area["gallery"])
+        Localizer(Relabelled(open_encoder(area["model"]), "0123456789abcdef"), area["gallery"])
     with GalleryIndex.open(area["gallery"]) as index:
         assert index.fingerprint in str(error.value) and "0123456789abcdef" in str(error.value)
         ground = write_index(tmp_path / "ground.lpnidx", np.array(index.embeddings), index.ids,
                              fingerprint=index.fingerprint, view="ground")
     with pytest.raises(LpnEdgeError, match="holds ground embeddings"):
-        Localizer(OnnxTestEncoder(area["model"]), ground)
+        Localizer(open_encoder(area["model"]), ground)
     result = invoke("--model", area["model"], "--index", ground, area["tiles"] / "0000.png")
     assert result.exit_code == 2 and result.output.startswith("error:") and len(result.output.splitlines()) == 1
 

@@ -1,14 +1,13 @@
-"""`build_index` with a real encoder (a tiny LPN exported to ONNX, run by ONNX Runtime): geo.csv, resume after an
-interruption (byte-identical, finished chunks not re-encoded), unreadable images, shards + merge, the CLI."""
+"""`build_index` with a real encoder (a tiny LPN exported to ONNX, opened with the runtime's `open_encoder`): geo.csv,
+resume after an interruption (byte-identical, finished chunks not re-encoded), unreadable images, shards + merge, the
+CLI."""
 
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import pytest
-from onnx_encoder import OnnxTestEncoder
 from PIL import Image
 from test_export_fixtures import make_checkpoint
 from typer.testing import CliRunner
@@ -16,12 +15,31 @@ from typer.testing import CliRunner
 from lpn_edge.cli import app
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import ExportOptions, export_model
+from lpn_edge.runtime.encoders import open_encoder
 from lpn_edge.runtime.gallery import GalleryIndex, merge
 from lpn_edge.runtime.index_build import BuildProgress, build_index, read_geo_csv
 from lpn_edge.runtime.match_engines import open_matcher
 
 CLASSES = 9  # area/<id>/<id>.png, plus loose/extra-<n>.jpg
 ARGS = dict(batch=2, chunk=3, workers=2)
+
+
+class CountingEncoder:
+    """The runtime's ONNX encoder (one thread: polite on a shared 2-core machine), counting calls and images (the
+    resume tests check that finished chunks are not encoded again); `fingerprint` poses as another model."""
+
+    def __init__(self, path, fingerprint: str | None = None) -> None:
+        import dataclasses
+
+        self.encoder = open_encoder(path, "cpu", threads=1)
+        self.info = self.encoder.info if fingerprint is None else \
+            dataclasses.replace(self.encoder.info, fingerprint=fingerprint)
+        self.calls = self.images = 0
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.images += len(images)
+        return self.encoder.embed(images)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +78,7 @@ def images(tmp_path_factory):
 
 def test_build_geo_and_self_retrieval(model, images, tmp_path):
     folder, geo = images
-    encoder = OnnxTestEncoder(model)
+    encoder = CountingEncoder(model)
     report = build_index(encoder, folder, tmp_path / "g.lpnidx", geo_csv=geo, **ARGS)
     assert report.ok and report.tiles == report.images == CLASSES + 2 and report.chunks == 4
     assert report.without_coordinates == 2  # area/0004 and loose/extra-0
@@ -85,14 +103,14 @@ def test_build_geo_and_self_retrieval(model, images, tmp_path):
 
 def test_interrupted_build_resumes_without_re_encoding_and_gives_the_same_file(model, images, tmp_path):
     folder, geo = images
-    reference = build_index(OnnxTestEncoder(model), folder, tmp_path / "ref.lpnidx", geo_csv=geo, **ARGS).out
+    reference = build_index(CountingEncoder(model), folder, tmp_path / "ref.lpnidx", geo_csv=geo, **ARGS).out
     out = tmp_path / "g.lpnidx"
 
     def interrupt(event: BuildProgress) -> None:
         if event.chunk_saved and event.chunks_done == 2:
             raise KeyboardInterrupt
 
-    first = OnnxTestEncoder(model)
+    first = CountingEncoder(model)
     with pytest.raises(KeyboardInterrupt):
         build_index(first, folder, out, geo_csv=geo, progress=interrupt, **ARGS)
     assert not out.exists() and first.images == 6
@@ -100,11 +118,11 @@ def test_interrupted_build_resumes_without_re_encoding_and_gives_the_same_file(m
         "chunk-000000.npy", "chunk-000001.npy", "journal.json"]
     # another batch size or model: refused, the unfinished build is kept
     with pytest.raises(LpnEdgeError, match=r"unfinished build with other arguments \(batch 2 instead of 3\)"):
-        build_index(OnnxTestEncoder(model), folder, out, geo_csv=geo, batch=3, chunk=3)
+        build_index(CountingEncoder(model), folder, out, geo_csv=geo, batch=3, chunk=3)
     with pytest.raises(LpnEdgeError, match="fingerprint"):
-        build_index(OnnxTestEncoder(model, fingerprint="another-model"), folder, out, geo_csv=geo, **ARGS)
+        build_index(CountingEncoder(model, fingerprint="another-model"), folder, out, geo_csv=geo, **ARGS)
     events = []
-    second = OnnxTestEncoder(model)
+    second = CountingEncoder(model)
     report = build_index(second, folder, out, geo_csv=geo, progress=events.append, **ARGS)
     assert second.images == CLASSES + 2 - 6 and report.chunks_reused == 2 and report.encoded == 5
     assert events[0] == BuildProgress(6, 11, 2, 4, False, 0) and events[-1] == BuildProgress(11, 11, 4, 4, True, 0)
@@ -112,10 +130,10 @@ def test_interrupted_build_resumes_without_re_encoding_and_gives_the_same_file(m
     assert not (tmp_path / "g.lpnidx.partial").exists()
     # a chunk file lost or cut short: only that chunk is encoded again
     with pytest.raises(KeyboardInterrupt):
-        build_index(OnnxTestEncoder(model), folder, tmp_path / "h.lpnidx", geo_csv=geo, progress=interrupt, **ARGS)
+        build_index(CountingEncoder(model), folder, tmp_path / "h.lpnidx", geo_csv=geo, progress=interrupt, **ARGS)
     chunk = tmp_path / "h.lpnidx.partial" / "chunk-000001.npy"
     chunk.write_bytes(chunk.read_bytes()[:-7])
-    third = OnnxTestEncoder(model)
+    third = CountingEncoder(model)
     build_index(third, folder, tmp_path / "h.lpnidx", geo_csv=geo, **ARGS)
     assert third.images == CLASSES + 2 - 3
     assert (tmp_path / "h.lpnidx").read_bytes() == reference.read_bytes()
@@ -129,8 +147,8 @@ def test_force_starts_over(model, images, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_index(OnnxTestEncoder(model), folder, tmp_path / "g.lpnidx", progress=interrupt, **ARGS)
-    encoder = OnnxTestEncoder(model)
+        build_index(CountingEncoder(model), folder, tmp_path / "g.lpnidx", progress=interrupt, **ARGS)
+    encoder = CountingEncoder(model)
     build_index(encoder, folder, tmp_path / "g.lpnidx", batch=4, chunk=8, force=True)
     assert encoder.images == CLASSES + 2
 
@@ -143,7 +161,7 @@ def test_unreadable_images_are_named_and_skipped(model, images, tmp_path):
         (broken / path.name).write_bytes(path.read_bytes())
     (broken / "0002b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (broken / "0003b.jpg").write_bytes(b"")
-    report = build_index(OnnxTestEncoder(model), broken, tmp_path / "g.lpnidx", geo_csv=geo, **ARGS)
+    report = build_index(CountingEncoder(model), broken, tmp_path / "g.lpnidx", geo_csv=geo, **ARGS)
     assert not report.ok and report.tiles == 4 and report.images == 6
     assert [name for name, _ in report.skipped] == ["0002b.png", "0003b.jpg"]
     assert all(why for _, why in report.skipped) and "0003b.jpg" in report.summary()
@@ -155,17 +173,17 @@ def test_unreadable_images_are_named_and_skipped(model, images, tmp_path):
 
 def test_shards_merged_equal_the_unsharded_build(model, images, tmp_path):
     folder, geo = images
-    whole = build_index(OnnxTestEncoder(model), folder, tmp_path / "all.lpnidx", geo_csv=geo, **ARGS).out
-    shards = [build_index(OnnxTestEncoder(model), folder, tmp_path / f"s{k}.lpnidx", geo_csv=geo, shard=f"{k}/3",
+    whole = build_index(CountingEncoder(model), folder, tmp_path / "all.lpnidx", geo_csv=geo, **ARGS).out
+    shards = [build_index(CountingEncoder(model), folder, tmp_path / f"s{k}.lpnidx", geo_csv=geo, shard=f"{k}/3",
                           **ARGS).out for k in range(3)]
     with GalleryIndex.open(shards[1]) as one:
         assert one.count == 4 and one.positions.tolist() == [1, 4, 7, 10] and one.source["shard"] == [1, 3]
     merge(shards[::-1], tmp_path / "merged.lpnidx")
     assert (tmp_path / "merged.lpnidx").read_bytes() == whole.read_bytes()
     with pytest.raises(LpnEdgeError, match="--shard must be K/N"):
-        build_index(OnnxTestEncoder(model), folder, tmp_path / "x.lpnidx", shard="1-3", **ARGS)
+        build_index(CountingEncoder(model), folder, tmp_path / "x.lpnidx", shard="1-3", **ARGS)
     with pytest.raises(LpnEdgeError, match="0 <= K < N"):
-        build_index(OnnxTestEncoder(model), folder, tmp_path / "x.lpnidx", shard="3/3", **ARGS)
+        build_index(CountingEncoder(model), folder, tmp_path / "x.lpnidx", shard="3/3", **ARGS)
 
 
 def test_geo_csv_of_index_tile_and_bad_ones(tmp_path):
@@ -187,12 +205,11 @@ def test_cli_build_info_and_exit_status(model, images, tmp_path, monkeypatch):
     folder, geo = images
     opened = []
 
-    def open_encoder(path, device=None):  # stands in for the runtime encoders module (another issue)
+    def recording_open_encoder(path, device=None):  # the real one, recording what the CLI asked for
         opened.append((path, device))
-        return OnnxTestEncoder(path)
+        return open_encoder(path, device or "cpu", threads=1)
 
-    monkeypatch.setitem(sys.modules, "lpn_edge.runtime.encoders",
-                        types.SimpleNamespace(open_encoder=open_encoder))
+    monkeypatch.setattr("lpn_edge.runtime.encoders.open_encoder", recording_open_encoder)
     runner = CliRunner()
     out = tmp_path / "g.lpnidx"
     result = runner.invoke(app, ["index", "build", "--model", str(model), "--images", str(folder), "--geo", str(geo),
@@ -217,16 +234,23 @@ def test_cli_build_info_and_exit_status(model, images, tmp_path, monkeypatch):
 
 
 SIGTERM_SCRIPT = """
-import sys, time, types
-sys.path.insert(0, {tests!r})
-from onnx_encoder import OnnxTestEncoder
+import sys, time
+import lpn_edge.runtime.encoders as encoders
 
-class Slow(OnnxTestEncoder):
-    def embed(self, images):
+real_open = encoders.open_encoder
+
+def slow_open(path, device="cpu"):  # the real encoder, slowed down so that SIGTERM lands mid-build
+    encoder = real_open(path, device, threads=1)
+    embed = encoder.embed
+
+    def slow_embed(images):
         time.sleep(0.3)
-        return super().embed(images)
+        return embed(images)
 
-sys.modules["lpn_edge.runtime.encoders"] = types.SimpleNamespace(open_encoder=lambda path, device=None: Slow(path))
+    encoder.embed = slow_embed
+    return encoder
+
+encoders.open_encoder = slow_open
 from lpn_edge.cli import app
 app(sys.argv[1:])
 """
@@ -236,12 +260,11 @@ def test_cli_build_stopped_by_sigterm_resumes(model, images, tmp_path):
     import signal
     import subprocess
     import time
-    from pathlib import Path
 
     folder, geo = images
-    reference = build_index(OnnxTestEncoder(model), folder, tmp_path / "ref.lpnidx", geo_csv=geo, **ARGS).out
+    reference = build_index(CountingEncoder(model), folder, tmp_path / "ref.lpnidx", geo_csv=geo, **ARGS).out
     out = tmp_path / "g.lpnidx"
-    script = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent))
+    script = SIGTERM_SCRIPT
     command = [sys.executable, "-c", script, "index", "build", "--model", str(model), "--images", str(folder),
                "--geo", str(geo), "--out", str(out), "--batch", "2", "--chunk", "3", "--workers", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -2,7 +2,8 @@
 
 The parent process exports a tiny LPN (ResNet-18, 64 px) with the export API; a child process in which importing
 torch, torchvision or onnx raises ImportError imports every module of `lpn_edge.runtime`, reads the artifact's
-metadata through ONNX Runtime and embeds images with it; the parent compares with the PyTorch embedding.
+metadata through ONNX Runtime and embeds images with it, with the bare runner and with `open_encoder` (preprocessed
+floats and uint8 frames); the parent compares with the PyTorch embedding.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from test_export_fixtures import export_tiny_onnx
 
 from lpn_edge.checkpoint import load_model
+from lpn_edge.runtime.preprocessing import preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKED = ("torch", "torchvision", "onnx")
@@ -50,17 +52,23 @@ for name in modules:
     importlib.import_module(name)
 
 from lpn_edge.runtime.artifact import read_onnx_metadata
+from lpn_edge.runtime.encoders import open_encoder
 from lpn_edge.runtime.onnx_runner import OnnxRunner
 
 onnx_path, images_path, out_path = sys.argv[1:4]
 meta = read_onnx_metadata(onnx_path)
 runner = OnnxRunner(onnx_path, providers=("cpu",))
-np.save(out_path, runner.run(np.load(images_path)))
+images = np.load(images_path)
+np.save(out_path, runner.run(images))
+encoder = open_encoder(onnx_path, "cpu", threads=1)
+np.save(out_path.replace(".npy", "-encoder.npy"), encoder.embed(images))
+frames = (np.arange(2 * 70 * 60 * 3) % 251).astype(np.uint8).reshape(2, 70, 60, 3)
+np.save(out_path.replace(".npy", "-frames.npy"), encoder.embed(frames))
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r})
 heavy += sorted(m for m in sys.modules if m.startswith(("lpn_edge.export", "lpn_edge.train", "lpn_edge.model",
                                                         "lpn_edge.eval")))
 print(json.dumps({{"modules": modules, "meta": meta, "providers": runner.providers, "backend": runner.backend,
-                   "loaded": heavy}}))
+                   "loaded": heavy, "encoder": [encoder.info.backend, encoder.info.provider]}}))
 """
 
 
@@ -91,3 +99,9 @@ def test_runtime_imports_and_embeds_without_torch_torchvision_onnx(exported, tmp
     got = np.load(tmp_path / "out.npy")
     assert got.shape == expected.shape == (3, 2048)
     assert ((got * expected).sum(1) >= 0.99999).all()
+    assert report["encoder"] == ["onnxruntime", "CPUExecutionProvider"]
+    assert ((np.load(tmp_path / "out-encoder.npy") * expected).sum(1) >= 0.99999).all()
+    frames = (np.arange(2 * 70 * 60 * 3) % 251).astype(np.uint8).reshape(2, 70, 60, 3)
+    with torch.no_grad():
+        expected_frames = load_model(ckpt).embed(torch.from_numpy(preprocess(frames, (64, 64))), "drone").numpy()
+    assert ((np.load(tmp_path / "out-frames.npy") * expected_frames).sum(1) >= 0.99999).all()

@@ -3,9 +3,16 @@
 TensorRT takes raw device pointers and a stream handle; it allocates nothing for the caller. Whichever of the two
 libraries is importable is used (cuda-python first); the choice is reported (`CudaMemory.name`) and recorded in
 the engine's sidecar. Neither present is a one-line error.
+
+For the runtime encoders (`gpu_encoders`) an instance also gives pinned (page-locked) host arrays, asynchronous
+copies on a stream, and CUDA graphs by stream capture (`capture` -> a replayable graph): a frame's copy in, the
+engine, the ring-pool kernel and the copy out are recorded once per batch size and replayed. Asynchronous copies
+from or to pageable memory are not capturable, which is why the encoders copy through pinned arrays only.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numpy as np
 
@@ -34,6 +41,8 @@ class CudaMemory:
     def __init__(self) -> None:
         self._live: set[int] = set()
         self._streams: dict[int, object] = {}  # handle -> the library's stream object (kept alive until closed)
+        self._pinned: list[object] = []  # page-locked host allocations, released by close()
+        self._graphs: list[object] = []  # instantiated CUDA graphs, released by close()
 
     # -- tracked operations ------------------------------------------------------------------------------------
 
@@ -52,8 +61,29 @@ class CudaMemory:
         self._streams[handle] = stream
         return handle
 
+    def pinned(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A page-locked host array (released by `close()`): asynchronous copies and graph capture need one."""
+        array, handle = self._alloc_pinned(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        self._pinned.append(handle)
+        return array.view(dtype)[: int(np.prod(shape))].reshape(shape)
+
+    def stream_object(self, stream: int) -> object:
+        """The binding's own object of a stream made by `stream()` (pycuda's Stream, cuda-python's cudaStream_t)."""
+        return self._streams[stream]
+
+    def capture(self, stream: int, record) -> object:
+        """Run `record()` (work enqueued on `stream`, nothing executed) under stream capture and return the
+        instantiated graph, replayed by `replay(graph, stream)`; released by `close()`."""
+        graph = self._capture(stream, record)
+        self._graphs.append(graph)
+        return graph
+
     def close(self) -> None:
         """Free every allocation still live and destroy every stream this instance created (idempotent)."""
+        while self._graphs:
+            self._destroy_graph(self._graphs.pop())
+        while self._pinned:
+            self._free_pinned(self._pinned.pop())
         for pointer in sorted(self._live):
             self.free(pointer)
         while self._streams:
@@ -92,6 +122,31 @@ class CudaMemory:
         raise NotImplementedError
 
     def synchronize(self, stream: int) -> None:
+        raise NotImplementedError
+
+    def to_device_async(self, pointer: int, array: np.ndarray, stream: int) -> None:
+        """Enqueue a copy of the (pinned, contiguous) host `array` to `pointer` on `stream`."""
+        raise NotImplementedError
+
+    def to_host_async(self, array: np.ndarray, pointer: int, stream: int) -> None:
+        """Enqueue a copy from `pointer` into the (pinned, contiguous) host `array` on `stream`."""
+        raise NotImplementedError
+
+    def _alloc_pinned(self, nbytes: int) -> tuple[np.ndarray, object]:
+        """(uint8 array of nbytes on page-locked memory, handle for _free_pinned)."""
+        raise NotImplementedError
+
+    def _free_pinned(self, handle: object) -> None:
+        raise NotImplementedError
+
+    def _capture(self, stream: int, record) -> object:
+        raise NotImplementedError
+
+    def _destroy_graph(self, graph: object) -> None:
+        raise NotImplementedError
+
+    def replay(self, graph: object, stream: int) -> None:
+        """Launch a graph made by `capture` on `stream` (asynchronous)."""
         raise NotImplementedError
 
     def device_info(self) -> dict:
@@ -141,6 +196,43 @@ class CudaPythonMemory(CudaMemory):
     def synchronize(self, stream: int) -> None:
         self._check(self.cudart.cudaStreamSynchronize(self._streams[stream]), "cudaStreamSynchronize")
 
+    def to_device_async(self, pointer: int, array: np.ndarray, stream: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind,
+                                                self._streams[stream]), "async copy to device")
+
+    def to_host_async(self, array: np.ndarray, pointer: int, stream: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._check(self.cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind,
+                                                self._streams[stream]), "async copy to host")
+
+    def _alloc_pinned(self, nbytes: int) -> tuple[np.ndarray, object]:
+        pointer = int(self._check(self.cudart.cudaMallocHost(max(nbytes, 1)), f"cudaMallocHost({nbytes})"))
+        array = np.ctypeslib.as_array((ctypes.c_uint8 * max(nbytes, 1)).from_address(pointer))
+        return array, pointer
+
+    def _free_pinned(self, handle: object) -> None:
+        self._check(self.cudart.cudaFreeHost(handle), "cudaFreeHost")
+
+    def _capture(self, stream: int, record) -> object:
+        handle = self._streams[stream]
+        mode = self.cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._check(self.cudart.cudaStreamBeginCapture(handle, mode), "cudaStreamBeginCapture")
+        try:
+            record()
+        finally:
+            graph = self._check(self.cudart.cudaStreamEndCapture(handle), "cudaStreamEndCapture")
+        try:
+            return self._check(self.cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        finally:
+            self._check(self.cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")
+
+    def _destroy_graph(self, graph: object) -> None:
+        self._check(self.cudart.cudaGraphExecDestroy(graph), "cudaGraphExecDestroy")
+
+    def replay(self, graph: object, stream: int) -> None:
+        self._check(self.cudart.cudaGraphLaunch(graph, self._streams[stream]), "cudaGraphLaunch")
+
     def device_info(self) -> dict:
         props = self._check(self.cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
         driver = int(self._check(self.cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
@@ -183,6 +275,37 @@ class PyCudaMemory(CudaMemory):
 
     def synchronize(self, stream: int) -> None:
         self._streams[stream].synchronize()
+
+    def to_device_async(self, pointer: int, array: np.ndarray, stream: int) -> None:
+        self.driver.memcpy_htod_async(pointer, array, self._streams[stream])
+
+    def to_host_async(self, array: np.ndarray, pointer: int, stream: int) -> None:
+        self.driver.memcpy_dtoh_async(array, pointer, self._streams[stream])
+
+    def _alloc_pinned(self, nbytes: int) -> tuple[np.ndarray, object]:
+        array = self.driver.pagelocked_empty(max(nbytes, 1), np.uint8)
+        return array, array
+
+    def _free_pinned(self, handle: object) -> None:
+        handle.base.free()  # the HostAllocation behind the array; freed now, not when the array is collected
+
+    def _capture(self, stream: int, record) -> object:
+        # pycuda >= 2022.2 has stream capture (Stream.begin_capture / end_capture, Graph.instantiate)
+        handle = self._streams[stream]
+        if not hasattr(handle, "begin_capture"):
+            raise LpnEdgeError("this pycuda has no CUDA graph capture (pycuda >= 2022.2 has it)")
+        handle.begin_capture(self.driver.capture_mode.THREAD_LOCAL)
+        try:
+            record()
+        finally:
+            graph = handle.end_capture()
+        return graph.instantiate()
+
+    def _destroy_graph(self, graph: object) -> None:
+        del graph  # pycuda destroys the executable graph with its last reference
+
+    def replay(self, graph: object, stream: int) -> None:
+        graph.launch(self._streams[stream])
 
     def device_info(self) -> dict:
         device = self.driver.Context.get_device()

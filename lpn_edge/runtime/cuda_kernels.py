@@ -473,6 +473,11 @@ class RingPoolKernel:
     def pooled_nbytes(self, batch: int) -> int:
         return batch * self.in_channels * self.parts * 4
 
+    def reserve(self, batch: int) -> None:
+        """Allocate the pooled scratch buffer for `batch` maps now: a CUDA graph captured later must find every
+        buffer in place (an allocation inside a capture is illegal, and a regrown buffer would move)."""
+        self._buffer("pooled", self.pooled_nbytes(batch))
+
     def pool_and_embed_device(self, feature_map: int, batch: int, height: int, width: int, embedding: int, *,
                               dtype: str = "f16", layout: str = "nchw", mirror: int = 0, stream: Any = None) -> None:
         """Device pointers in, embedding (batch, B * n) float32 written at device address `embedding`; asynchronous

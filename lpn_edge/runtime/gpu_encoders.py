@@ -1,0 +1,198 @@
+"""The GPU encoders behind `encoders.open_encoder`: TensorRT engines, and split backbones whose feature map is pooled
+by the CUDA ring-pool kernel on the device.
+
+  EngineEncoder         a full engine (images -> embedding) through `trt_engine.EngineRunner`: pinned host and
+                        device buffers made once for the profile's largest batch, one stream, `execute_async_v3`;
+                        any N in chunks within the profile.
+  TrtSplitGpuEncoder    a split backbone engine -> feature map in a device buffer -> `RingPoolKernel` on the same
+                        stream -> (N, D) embeddings copied into a pinned array. Only the frames go in and the
+                        embeddings come out: the feature map never leaves the GPU, and nothing is allocated per
+                        frame. Per batch size the whole path (copy in, engine, the kernel's two launches, copy out)
+                        is captured once as a CUDA graph and replayed afterwards (`CudaMemory.capture`). If capture
+                        fails (an engine TensorRT cannot capture, a pycuda without capture support), the encoder
+                        says so once (a RuntimeWarning naming the reason) and runs the same work uncaptured;
+                        `graphs` tells per batch size which way it runs.
+  OnnxSplitGpuEncoder   a split backbone graph on ONNX Runtime's CUDA (or TensorRT) provider with IO binding: the
+                        feature map stays in the OrtValue bound on the device, the kernel reads it there by address.
+                        No CUDA graph here: ONNX Runtime runs the graph on its own stream and synchronises at the end
+                        of each run (its `enable_cuda_graph` captures only its own work), so the kernel is launched
+                        after the run returns; the embeddings come back through a plain host copy.
+The kernel and the engine share the CUDA binding (`open_backend(prefer=memory.name)`: pycuda or cuda-python) and
+the primary context, so device pointers pass from one to the other as plain ints.
+
+Not run in this project's CI (no GPU there): tests marked `gpu` / `trt` in tests/test_runtime_encoders_gpu.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lpn_edge.errors import LpnEdgeError
+from lpn_edge.runtime.encoder import ArrayEncoder, EncoderInfo
+
+DTYPE_CODES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
+
+
+def require_tensorrt():
+    """The `tensorrt` module; a one-line error when it is not installed."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise LpnEdgeError('a .engine file needs TensorRT: pip install "lpn-edge[trt]" (x86-64), or the TensorRT '
+                           "that JetPack ships on Jetson") from None
+    return tensorrt
+
+
+def open_engine(path: Path, *, precision: str | None = None, batch: int | None = None) -> ArrayEncoder:
+    """A TensorRT engine (full or split backbone) as an encoder; its sidecar is checked before TensorRT loads it."""
+    from lpn_edge.runtime.artifact import check_engine_sidecar
+    from lpn_edge.runtime.cuda_buffers import cuda_memory
+    from lpn_edge.runtime.trt_engine import EngineRunner, runtime_info
+
+    trt = require_tensorrt()
+    memory = cuda_memory()
+    try:
+        meta = check_engine_sidecar(path, runtime_info(trt, memory), precision)
+        runner = EngineRunner(trt, memory, path)
+        if meta.get("output") == "feature_map":
+            from lpn_edge.runtime.split_heads import heads_beside
+
+            return TrtSplitGpuEncoder(runner, heads_beside(path, meta), meta, batch)
+        return EngineEncoder(runner, meta, batch)
+    except BaseException:
+        memory.close()
+        raise
+
+
+class EngineEncoder(ArrayEncoder):
+    """A full TensorRT engine (images -> embedding)."""
+
+    def __init__(self, runner, meta: dict, batch: int | None = None) -> None:
+        self.runner, self.metadata, self.largest = runner, meta, batch
+        self.info = EncoderInfo.from_metadata(meta, backend="tensorrt", provider=f"tensorrt-{runner.trt.__version__}")
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self.runner.run_all(images, self.largest)
+
+    def close(self) -> None:
+        self.runner.memory.close()
+
+
+def _kernel(heads: dict[str, np.ndarray], meta: dict, binding: str):
+    from lpn_edge.runtime.cuda_kernels import RingPoolKernel, open_backend
+
+    return RingPoolKernel(heads["weight"], heads["bias"], float(heads["bias_scale"]), kind=str(meta["partition"]),
+                          pool=str(meta["pool"]), backend=open_backend(prefer=binding))
+
+
+def _stream_argument(backend, memory, handle: int) -> Any:
+    """The stream as the kernel backend's launch takes it: pycuda's Stream object, or cuda-python's CUstream."""
+    if backend.name == "pycuda":
+        return memory.stream_object(handle)
+    return backend.driver.CUstream(int(handle))
+
+
+class TrtSplitGpuEncoder(ArrayEncoder):
+    """Split backbone engine + ring-pool kernel on one stream, replayed as a CUDA graph per batch size."""
+
+    def __init__(self, runner, heads: dict[str, np.ndarray], meta: dict, batch: int | None = None) -> None:
+        self.runner, self.metadata = runner, meta
+        memory = runner.memory
+        self.low, high = runner.batch_range
+        self.high = min(high, batch) if batch else high
+        self.kernel = _kernel(heads, meta, memory.name)
+        self.kernel.reserve(self.high)
+        if runner.output_dtype not in DTYPE_CODES:
+            raise LpnEdgeError(f"the backbone engine outputs {runner.output_dtype}; the ring-pool kernel takes float16 "
+                               "or float32 feature maps")
+        self.map_dtype = DTYPE_CODES[runner.output_dtype]
+        tail = runner.output_tail
+        self.map_hw = (tail[1], tail[2]) if runner.output_layout == "nchw" else (tail[0], tail[1])
+        self.dim = int(meta["embedding_dim"])
+        self.device_embedding = memory.alloc(self.high * self.dim * 4)
+        self.host_embedding = memory.pinned((self.high, self.dim), np.float32)
+        self.kernel_stream = _stream_argument(self.kernel.backend, memory, runner.stream)
+        self.graphs: dict[int, Any] = {}  # rows -> replayable graph, or None where capture failed
+        self.info = EncoderInfo.from_metadata(meta, backend="split",
+                                              provider=f"tensorrt-{runner.trt.__version__}+ring-pool-kernel")
+
+    def _record(self, rows: int) -> None:
+        """Enqueue (not run) copy in -> engine -> kernel -> copy out for `rows` frames on the runner's stream."""
+        runner = self.runner
+        runner.enqueue(rows, copy_out=False)
+        self.kernel.pool_and_embed_device(runner.device_output, rows, *self.map_hw, self.device_embedding,
+                                          dtype=self.map_dtype, layout=runner.output_layout, stream=self.kernel_stream)
+        runner.memory.to_host_async(self.host_embedding[:rows], self.device_embedding, runner.stream)
+
+    def _chunk(self, chunk: np.ndarray) -> np.ndarray:
+        runner, memory, rows = self.runner, self.runner.memory, len(chunk)
+        runner.host_input[:rows] = chunk
+        if rows not in self.graphs:
+            # The first call of a batch size runs eagerly (TensorRT's deferred set-up happens outside the capture),
+            # then the same work is captured for the calls that follow.
+            self._record(rows)
+            memory.synchronize(runner.stream)
+            try:
+                self.graphs[rows] = memory.capture(runner.stream, lambda: self._record(rows))
+            except Exception as error:  # noqa: BLE001 - each binding and TensorRT fail in their own types
+                self.graphs[rows] = None
+                warnings.warn(f"CUDA graph capture failed for a batch of {rows} ({type(error).__name__}: "
+                              f"{str(error)[:200]}); this batch size runs uncaptured", RuntimeWarning, stacklevel=3)
+            return self.host_embedding[:rows].copy()
+        if self.graphs[rows] is None:
+            self._record(rows)
+        else:
+            memory.replay(self.graphs[rows], runner.stream)
+        memory.synchronize(runner.stream)
+        return self.host_embedding[:rows].copy()
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        from lpn_edge.runtime.batching import run_in_batches
+
+        return run_in_batches(self._chunk, images.astype(self.runner.input_dtype, copy=False), self.low, self.high)
+
+    def close(self) -> None:
+        self.kernel.close()
+        self.runner.memory.close()
+
+
+class OnnxSplitGpuEncoder(ArrayEncoder):
+    """Split backbone graph on ONNX Runtime's CUDA / TensorRT provider (IO binding) + ring-pool kernel."""
+
+    def __init__(self, runner, heads: dict[str, np.ndarray], meta: dict) -> None:
+        from lpn_edge.runtime.cuda_kernels import open_backend
+
+        self.runner, self.metadata = runner, meta
+        self.kernel = _kernel(heads, meta, open_backend().name)
+        self.kernel.reserve(runner.batch)
+        self.dim = int(meta["embedding_dim"])
+        self.device_embedding = self.kernel.backend.alloc(runner.batch * self.dim * 4)
+        self.host_embedding = np.empty((runner.batch, self.dim), np.float32)
+        self.info = EncoderInfo.from_metadata(meta, backend="split",
+                                              provider="+".join(runner.providers) + "+ring-pool-kernel")
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), self.runner.batch):
+            chunk = images[start:start + self.runner.batch]
+            rows = len(chunk)
+            feature_map = self.runner.run_bound(chunk)  # ORT synchronises its stream at the end of the run
+            dtype = {"tensor(float)": "f32", "tensor(float16)": "f16"}.get(feature_map.data_type())
+            if dtype is None:
+                raise LpnEdgeError(f"the backbone graph outputs {feature_map.data_type()}; the ring-pool kernel takes "
+                                   "float16 or float32 feature maps")
+            height, width = feature_map.shape()[2:4]
+            self.kernel.pool_and_embed_device(feature_map.data_ptr(), rows, height, width, self.device_embedding,
+                                              dtype=dtype, layout="nchw")
+            self.kernel.backend.synchronize()
+            self.kernel.backend.to_host(self.host_embedding[:rows], self.device_embedding)
+            out.append(self.host_embedding[:rows].copy())
+        return np.concatenate(out)
+
+    def close(self) -> None:
+        self.kernel.backend.free(self.device_embedding)
+        self.kernel.close()

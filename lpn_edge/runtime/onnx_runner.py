@@ -6,6 +6,12 @@ used by the session: asking for CUDA where it is missing (a CPU-only onnxruntime
 libraries) is an LpnEdgeError, never a silent CPU run. `OnnxRunner.providers` reports the providers the session
 actually uses (`InferenceSession.get_providers()`), and `backend` names them for parity figures
 ("onnxruntime-cpu").
+
+CPU threads: `cpu_session_options(threads)` is what every session here is made with (BENCHMARKS.md, "ONNX Runtime
+session options", has the measurements behind it). `threads=None` keeps ONNX Runtime's own choice (one thread per
+physical core, spinning workers); a given count also turns intra-op spinning off, which costs nothing measurable
+when the machine is idle and keeps a busy machine usable (spinning workers burn the cores other processes need, and
+a pool of N threads on a loaded machine waits for its slowest thread: see README "Running beside other work").
 """
 
 from __future__ import annotations
@@ -27,6 +33,27 @@ PROVIDERS = {
     "directml": "DmlExecutionProvider",
 }
 BATCH = 16  # images per session.run when the caller does not say (bounded memory for ResNet-50 at 256 px)
+
+
+def cpu_session_options(threads: int | None = None, spinning: bool | None = None):
+    """`onnxruntime.SessionOptions` for lpn-edge graphs: every graph optimisation (constant folding, Conv+BatchNorm
+    and Conv+ReLU fusion, the NCHWc layout on x86), one graph at a time (sequential execution, one inter-op thread)
+    and `threads` intra-op threads (None: ONNX Runtime's default, one per physical core). `spinning` (default: off
+    when `threads` is given) lets idle intra-op workers busy-wait for the next kernel."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        if threads < 1:
+            raise LpnEdgeError(f"threads must be at least 1, got {threads}")
+        options.intra_op_num_threads = int(threads)
+    if spinning is None:
+        spinning = threads is None
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
 
 
 def provider_names(providers: Sequence[str]) -> list[str]:
@@ -54,16 +81,18 @@ def provider_names(providers: Sequence[str]) -> list[str]:
 class OnnxRunner:
     """One ONNX Runtime session over a graph with one input and one output (an lpn-edge export).
 
-    `run((N, 3, H, W) float32) -> (N, ...)` float32, in chunks of `batch` rows.
+    `run((N, 3, H, W) float32) -> (N, ...)` float32, in chunks of `batch` rows. `threads`: CPU intra-op threads
+    (see `cpu_session_options`; None: ONNX Runtime's default).
     """
 
-    def __init__(self, path: str | Path, providers: Sequence[str] = ("cpu",), batch: int = BATCH) -> None:
+    def __init__(self, path: str | Path, providers: Sequence[str] = ("cpu",), batch: int = BATCH,
+                 threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.path, self.batch = Path(path), int(batch)
         wanted = provider_names(providers)
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=wanted)
+            self.session = ort.InferenceSession(str(self.path), cpu_session_options(threads), providers=wanted)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes for unloadable graphs
             raise LpnEdgeError(f"ONNX Runtime cannot load {self.path.name} ({type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0][:200]})") from None

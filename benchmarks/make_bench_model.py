@@ -99,7 +99,8 @@ def main() -> None:
         from lpn_edge.export import ExportOptions, export_model
 
         small = dict(parity_queries=4, parity_gallery=8)
-        export_model(ckpt, args.out, ExportOptions(formats={"onnx"}, **small), progress=lambda s: print(s, file=sys.stderr))
+        export_model(ckpt, args.out, ExportOptions(formats={"onnx"}, **small),
+                     progress=lambda text: print(text, file=sys.stderr))
         if args.int8:
             # quantize_int8 directly, not export_model: the export keeps an int8 graph only when it passes the int8
             # parity thresholds, which a random-weight ResNet-50 misses (its accuracy figures are printed by

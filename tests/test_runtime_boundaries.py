@@ -1,7 +1,9 @@
 """Import boundaries, read from the source (AST), not from what happens to be imported at run time.
 
 * `lpn_edge.runtime` imports nothing of torch, torchvision, onnx, nor of lpn_edge's export / train / model / eval,
-  at any level (not even lazily inside a function).
+  at any level (not even lazily inside a function); of the rest of lpn_edge only `ALLOWED_OUTSIDE_RUNTIME`.
+* One documented exception (`WORKSTATION_DISPATCH`): `runtime.encoders.open_encoder` opens `.pt` / `.pt2` files
+  (workstations) through a lazy import of `lpn_edge.torch_encoders`, inside `_open_workstation` only.
 * `model`, `train`, `eval`, `data` and `runtime` import nothing of `lpn_edge.export`.
 * No import cycle between the package's modules: no two import each other, directly or in a circle (lazy
   imports inside functions count too).
@@ -17,6 +19,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lpn_edge"
 FORBIDDEN_IN_RUNTIME = ("torch", "torchvision", "onnx", "lpn_edge.export", "lpn_edge.train", "lpn_edge.model",
                         "lpn_edge.eval")
+# The modules of lpn_edge outside the runtime that the runtime may import (none of them imports torch or onnx).
+ALLOWED_OUTSIDE_RUNTIME = ("lpn_edge", "lpn_edge.errors", "lpn_edge.fileio")
+# (runtime module, the torch module it may import, the function that must hold that import): the one edge from the
+# runtime to PyTorch, for the workstation backends of open_encoder. A drone opens .onnx / .engine and never runs it.
+WORKSTATION_DISPATCH = ("lpn_edge.runtime.encoders", "lpn_edge.torch_encoders", "_open_workstation")
 
 
 def _modules() -> dict[str, Path]:
@@ -57,6 +64,27 @@ def test_runtime_imports_nothing_of_torch_onnx_or_the_build_side():
                 for imported in sorted(imported_names(name, path)) if _is_under(imported, FORBIDDEN_IN_RUNTIME)]
     assert offences == []
     assert len([n for n in MODULES if n.startswith("lpn_edge.runtime.")]) >= 7
+
+
+def test_runtime_imports_only_allowed_modules_of_lpn_edge():
+    runtime, dispatcher_allowed, _function = WORKSTATION_DISPATCH
+    offences = [f"{name} imports {imported}" for name, path in MODULES.items() if _is_under(name, ("lpn_edge.runtime",))
+                for imported in sorted(imported_names(name, path))
+                if _is_under(imported, ("lpn_edge",)) and not _is_under(imported, ("lpn_edge.runtime",))
+                and imported not in ALLOWED_OUTSIDE_RUNTIME
+                and (name, imported) != (runtime, dispatcher_allowed)]
+    assert offences == []
+
+
+def test_the_workstation_dispatch_is_one_lazy_import_in_one_function():
+    module, target, function = WORKSTATION_DISPATCH
+    tree = ast.parse(MODULES[module].read_text())
+    holders = [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+               for inner in ast.walk(node) if isinstance(inner, ast.ImportFrom) and inner.module == target]
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                 and target in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module])]
+    assert holders == [function] and top_level == []
+    assert "torch" in imported_names(target, MODULES[target])  # what the exception is for
 
 
 @pytest.mark.parametrize("stage", ["model", "train", "eval", "data", "runtime"])

@@ -20,12 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from lpn_edge.bench.artifacts import (
+    CHECKPOINT_SUFFIXES,
+    ENGINE_SUFFIXES,
+    artifact_info,
+    find_reference,
+    reference_model,
+)
 from lpn_edge.bench.options import BenchOptions, Results, cuda_or_reason, torch_or_reason
 from lpn_edge.bench.stats import measure, summarise
 from lpn_edge.errors import LpnEdgeError
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ACCURACY_QUERIES, ACCURACY_GALLERY = 16, 48
 REFERENCE = "pytorch eager fp32"
 
@@ -40,36 +45,6 @@ class Subject:
     run: Callable[[np.ndarray], np.ndarray]
     host_copies: bool | None = None  # None: the backend does not distinguish (CPU)
     close: Callable[[], None] = field(default=lambda: None)
-
-
-def artifact_info(path: Path) -> dict:
-    """An ONNX artifact's metadata (empty for foreign graphs); engines: their sidecar when present."""
-    from lpn_edge.runtime.artifact import read_onnx_metadata, read_sidecar, sidecar_path
-
-    try:
-        if path.suffix == ".onnx":
-            return read_onnx_metadata(path)
-        if sidecar_path(path).is_file():
-            return read_sidecar(sidecar_path(path))
-    except LpnEdgeError:
-        pass
-    return {}
-
-
-def find_reference(options: BenchOptions) -> Path | None:
-    """--reference, else the first checkpoint among --model, else the checkpoint an artifact names, found in the
-    artifact's folder or the one above it."""
-    if options.reference is not None:
-        return options.reference
-    for model in options.models:
-        if model.suffix in CHECKPOINT_SUFFIXES:
-            return model
-    for model in options.models:
-        name = artifact_info(model).get("source_checkpoint")
-        for folder in (model.parent, model.parent.parent):
-            if name and (folder / name).is_file():
-                return folder / name
-    return None
 
 
 def image_size(options: BenchOptions, reference_config) -> tuple[int, int]:
@@ -108,7 +83,7 @@ def open_onnx_cpu(path: Path, threads: int, tuned: bool) -> Subject:
         except ImportError:
             runner = OnnxRunner(path, ("cpu",), batch=1 << 30, threads=threads)
             return Subject(f"{path.name} onnxruntime-cpu (lpn-edge session)", path, precision, runner.run)
-        encoder = open_encoder(path, device="cpu", threads=threads)
+        encoder = open_encoder(path, device="cpu", threads=threads, batch=1 << 16)
         return Subject(f"{path.name} onnxruntime-cpu (lpn-edge session)", path, precision, encoder.embed)
     plain = ort.SessionOptions()
     plain.intra_op_num_threads = threads
@@ -116,13 +91,6 @@ def open_onnx_cpu(path: Path, threads: int, tuned: bool) -> Subject:
     name = session.get_inputs()[0].name
     return Subject(f"{path.name} onnxruntime-cpu (plain session)", path, precision,
                    lambda images: session.run(None, {name: images})[0])
-
-
-def reference_model(path: Path, device: str = "cpu"):
-    from lpn_edge.checkpoint import load_model, read_checkpoint, checkpoint_config
-
-    config = checkpoint_config(read_checkpoint(path), path)
-    return load_model(path, device).eval(), config
 
 
 def run(options: BenchOptions, results: Results, progress: Callable[[str], None]) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -46,10 +46,8 @@ def versions() -> dict[str, str]:
 
     found = {"python": platform.python_version()}
     for package in ("numpy", "torch", "onnxruntime", "faiss-cpu", "tensorrt"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return found
 
 

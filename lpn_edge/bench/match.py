@@ -30,7 +30,7 @@ def synthetic_gallery(rows: int, dim: int, seed: int = 0) -> np.ndarray:
 def embedding_dim(options: BenchOptions) -> int:
     if options.dim is not None:
         return options.dim
-    from lpn_edge.bench.encode import artifact_info, find_reference
+    from lpn_edge.bench.artifacts import artifact_info, find_reference
 
     for model in options.models:
         dim = artifact_info(model).get("embedding_dim")
@@ -119,5 +119,4 @@ def gpu_reference(options, results, progress, torch, gallery, queries, k, engine
         results.add("match", name + " (host queries in, host results out)", summarise(samples, len(queries)),
                     reference=reference, device="cuda", queries=len(queries), gallery=len(gallery),
                     floor_ms=floor_ms)
-    del resident
     torch.cuda.empty_cache()

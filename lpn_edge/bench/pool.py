@@ -130,8 +130,8 @@ def gpu_part(options: BenchOptions, results: Results, progress: Callable[[str], 
 
                 functions["RingPoolKernel pooling launch"] = pool_only
                 functions["RingPoolKernel pool + heads + normalise"] = (
-                    lambda m=feature_map, e=embedding: kernel.pool_and_embed_device(
-                        m.data_ptr(), batch, HEIGHT, WIDTH, e.data_ptr(), dtype=code))
+                    lambda m=feature_map, e=embedding, b=batch, c=code: kernel.pool_and_embed_device(
+                        m.data_ptr(), b, HEIGHT, WIDTH, e.data_ptr(), dtype=c))
             progress(f"pool: gpu {code}, batch {batch}: {', '.join(functions)}")
             with torch.inference_mode():
                 times = measure(functions, options.iters, options.warmup, sync=torch.cuda.synchronize)

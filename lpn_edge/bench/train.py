@@ -19,16 +19,47 @@ REFERENCE = "reference loop (eager fp32)"
 VIEWS = ("satellite", "drone", "ground")
 
 
+def steps(torch, config, images, labels, device, precision):
+    """(reference step, lpn-edge step): each builds its own model and optimiser of `config`."""
+    from lpn_edge.model import build_model
+    from lpn_edge.train.loop import forward_batch
+    from lpn_edge.train.recipe import build_optimizer, part_loss
+
+    reference_model = build_model(config.model).to(device).train()
+    ours = build_model(config.model).to(device).train().to(memory_format=torch.channels_last)
+    reference_optimizer = build_optimizer(reference_model, config.train)
+    our_optimizer = build_optimizer(ours, config.train)
+    our_batch = {**images, "label": labels}
+
+    def reference_step():
+        logits = reference_model(images)
+        loss = sum(part_loss(logits[view], labels) for view in logits)
+        reference_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        reference_optimizer.step()
+
+    def our_step():
+        step = forward_batch(ours, our_batch, device, precision, channels_last=True)
+        our_optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(step.loss).backward()
+            precision.scaler.step(our_optimizer)
+            precision.scaler.update()
+        else:
+            step.loss.backward()
+            our_optimizer.step()
+
+    return reference_step, our_step
+
+
 def run(options: BenchOptions, results: Results, progress: Callable[[str], None]) -> None:
     torch, no_gpu = cuda_or_reason(options.device)
     if torch is None:
         results.skip("train", "all", f"{no_gpu}; CPU training: benchmarks/bench_train_pipeline.py")
         return
-    from lpn_edge.bench.encode import find_reference
+    from lpn_edge.bench.artifacts import find_reference
     from lpn_edge.checkpoint import checkpoint_config, read_checkpoint
-    from lpn_edge.model import build_model
-    from lpn_edge.train.loop import _precision, forward_batch
-    from lpn_edge.train.recipe import build_optimizer, part_loss
+    from lpn_edge.train.loop import _precision
 
     reference_path = find_reference(options)
     if reference_path is None:
@@ -43,30 +74,7 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
         size = config.model.image_size
         images = {view: torch.randn(batch, 3, *size, device=device) for view in VIEWS[:config.model.views]}
         labels = torch.randint(0, config.model.num_classes, (batch,), device=device)
-        reference_model = build_model(config.model).to(device).train()
-        ours = build_model(config.model).to(device).train().to(memory_format=torch.channels_last)
-        reference_optimizer = build_optimizer(reference_model, config.train)
-        our_optimizer = build_optimizer(ours, config.train)
-        our_batch = {**images, "label": labels}
-
-        def reference_step():
-            logits = reference_model(images)
-            loss = sum(part_loss(logits[view], labels) for view in logits)
-            reference_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            reference_optimizer.step()
-
-        def our_step():
-            step = forward_batch(ours, our_batch, device, precision, channels_last=True)
-            our_optimizer.zero_grad(set_to_none=True)
-            if precision.scaler is not None:
-                precision.scaler.scale(step.loss).backward()
-                precision.scaler.step(our_optimizer)
-                precision.scaler.update()
-            else:
-                step.loss.backward()
-                our_optimizer.step()
-
+        reference_step, our_step = steps(torch, config, images, labels, device, precision)
         images_per_step = batch * len(images)
         name = f"lpn-edge step ({precision.name}, channels_last)"
         progress(f"train: batch {batch} x {len(images)} views: {REFERENCE}, {name}")
@@ -80,5 +88,4 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
                                 batch=batch, views=len(images), reference_row=True)
         results.add("train", name, summarise(times[name], images_per_step), reference=reference, device="cuda",
                     batch=batch, views=len(images))
-        del reference_model, ours, reference_optimizer, our_optimizer
-        torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # the next batch size builds its models afresh

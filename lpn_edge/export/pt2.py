@@ -19,7 +19,6 @@ import torch
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.precision import exact_fp32
-from lpn_edge.runtime.batching import run_in_batches
 
 TRACE_BATCH = 2  # a batch of 1 would be specialised (DESIGN.md section 9)
 
@@ -59,14 +58,11 @@ def compile_pt2(module: torch.nn.Module, size: tuple[int, int], path: Path, batc
 
 
 def run_pt2(path: Path, images: np.ndarray, device: torch.device, batch: tuple[int, int, int]) -> np.ndarray:
-    """(N, 3, H, W) float32 -> (N, D) float32 with the compiled package, in chunks within its batch range."""
-    compiled = torch._inductor.aoti_load_package(str(path))
+    """(N, 3, H, W) float32 -> (N, D) float32 with the compiled package, in chunks within its batch range (the
+    runtime's pt2 encoder runs it the same way: `torch_encoders.run_pt2`)."""
+    from lpn_edge import torch_encoders
 
-    def run(chunk: np.ndarray) -> np.ndarray:
-        return compiled(torch.from_numpy(chunk).to(device)).float().cpu().numpy()
-
-    with torch.no_grad(), exact_fp32():
-        return run_in_batches(run, images, batch[0], batch[2])
+    return torch_encoders.run_pt2(torch_encoders.load_pt2(path), images, device, (batch[0], batch[2]))
 
 
 def device_info(device: torch.device) -> dict:

@@ -177,7 +177,7 @@ def decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     # here only so that images of any size stack into one batch, and matches the models' bicubic resize.
     from PIL import Image
 
-    from lpn_edge.data.images import load_rgb  # numpy + PIL only: robust decoding of every mode
+    from lpn_edge.runtime.preprocessing import load_rgb  # numpy + PIL only: robust decoding of every mode
 
     image = load_rgb(path)
     height, width = size

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.runtime.ring_pool import embed_pooled
 
 HEAD_KEYS = ("ring_weights", "weight", "bias", "bias_scale", "metadata")
 
@@ -54,22 +55,19 @@ def split_heads_metadata(heads: Mapping[str, np.ndarray]) -> dict:
 
 
 def split_head_embedding(feature_map: np.ndarray, heads: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(N, C, h, w) float32 feature map (flip-summed when heads say so) -> (N, B * n) float32 unit-norm embedding."""
+    """(N, C, h, w) float32 feature map (flip-summed when heads say so) -> (N, B * n) float32 unit-norm embedding:
+    avg pooling as one product with the ring matrix, then the heads and normalisation of `ring_pool.embed_pooled`
+    (the same code the CUDA kernel's numpy reference uses)."""
     _check_heads(heads, "split heads")
     feature_map = np.asarray(feature_map)
     ring, weight = heads["ring_weights"], heads["weight"]
-    parts, bottleneck, channels = weight.shape
+    channels = weight.shape[2]
     if feature_map.ndim != 4 or feature_map.shape[1] != channels or \
             feature_map.shape[2] * feature_map.shape[3] != ring.shape[0]:
         raise LpnEdgeError(f"feature map of shape {feature_map.shape} does not fit these heads: expected "
                            f"(N, {channels}, h, w) with h*w = {ring.shape[0]}")
-    batch = feature_map.shape[0]
-    pooled = feature_map.reshape(batch, channels, -1).astype(np.float32) @ ring  # (N, C, n)
-    # (N, B, n), the model's (bottleneck, part) block: part p is pooled[:, :, p] @ weight[p].T + bias_scale * bias[p]
-    bottlenecks = np.stack([pooled[:, :, p] @ weight[p].T for p in range(parts)], axis=2)
-    bottlenecks = bottlenecks + heads["bias_scale"] * heads["bias"].T[None]
-    norms = np.maximum(np.linalg.norm(bottlenecks, axis=1, keepdims=True), 1e-12) * np.sqrt(parts)
-    return np.ascontiguousarray((bottlenecks / norms).reshape(batch, bottleneck * parts), np.float32)
+    pooled = feature_map.reshape(feature_map.shape[0], channels, -1).astype(np.float32) @ ring  # (N, C, n)
+    return embed_pooled(pooled, weight, heads["bias"], float(heads["bias_scale"]))
 
 
 def _check_heads(heads: Mapping[str, np.ndarray], where: str) -> None:

@@ -44,7 +44,7 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
             from lpn_edge.bench.reference import slicing_ring_pool
             from lpn_edge.model.partition import pool_parts_matmul
 
-            torch.set_num_threads(max(options.threads))
+            torch.set_num_threads(min(options.threads))  # pooling is a small op: one thread, as the numpy path
             tensor = torch.from_numpy(feature_map)
             ours = pool_parts(feature_map, PARTS, "ring")
             theirs = slicing_ring_pool(tensor, PARTS)[..., 0].numpy()
@@ -59,11 +59,11 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
         reference = None
         if REFERENCE in times:
             reference = results.add("pool", REFERENCE, summarise(times[REFERENCE], batch), device="cpu", batch=batch,
-                                    threads=max(options.threads), floor_ms=floor, reference_row=True)
+                                    threads=min(options.threads), floor_ms=floor, reference_row=True)
         for name, samples in times.items():
             if name != REFERENCE:
                 results.add("pool", name, summarise(samples, batch), reference=reference, device="cpu", batch=batch,
-                            threads=1 if name.startswith("numpy") else max(options.threads), floor_ms=floor)
+                            threads=min(options.threads), floor_ms=floor)
     gpu_torch, no_gpu = cuda_or_reason(options.device)
     if gpu_torch is None:
         results.skip("pool", "GPU rows (RingPoolKernel, torch MatMul and slicing on the GPU)", no_gpu)

@@ -508,6 +508,51 @@ def locate(
         raise typer.Exit(1)
 
 
+def _int_list(option: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise LpnEdgeError(f"{option} takes comma-separated integers such as 1,8; got {text!r}") from None
+
+
+@app.command()
+@friendly_errors
+def bench(
+    model: list[Path] = typer.Option(..., "--model", help="Artifact (.onnx, .engine) or checkpoint (.pt); repeat "
+                                     "for several. The checkpoint is the reference (PyTorch eager fp32)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Checkpoint of the reference (default: "
+                                             "the one among --model, or the one the artifacts name, beside them)."),
+    batch: str = typer.Option("1,8", "--batch", help="Batch sizes, comma-separated (GPU: 1,64)."),
+    threads: str = typer.Option("1,2", "--threads", help="CPU threads (ONNX Runtime and torch alike)."),
+    iters: int = typer.Option(10, "--iters", help="Timed calls per figure."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed calls first."),
+    gallery_size: int = typer.Option(100_000, "--gallery-size", help="Rows of the synthetic matching gallery."),
+    queries: str = typer.Option("1,64", "--queries", help="Query counts for matching."),
+    skip: str = typer.Option("", "--skip", help="Parts to leave out: encode,pool,match,train."),
+    data: Optional[Path] = typer.Option(None, "--data", help="University-1652-layout folder (drone/, satellite/) "
+                                        "for the accuracy figures (default: random images)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help="Print the JSON document instead of the table."),
+):
+    """Time encoding, ring pooling and matching against the reference in the same run (trtexec-style statistics:
+    min, median, mean, p90, p99, throughput; ratios to the reference). Progress on stderr, the table or JSON on
+    stdout; parts that cannot run here are listed with the reason.
+
+    Example: lpn-edge bench --model export/model-drone.onnx --model model.pt --batch 1,8 --threads 1,2
+    """
+    import json
+
+    from lpn_edge.bench import BenchOptions, run_bench
+    from lpn_edge.bench.report import table
+
+    options = BenchOptions(models=tuple(model), reference=reference, batch=_int_list("--batch", batch),
+                           threads=_int_list("--threads", threads), iters=iters, warmup=warmup,
+                           gallery_size=gallery_size, queries=_int_list("--queries", queries),
+                           skip=frozenset(p.strip() for p in skip.split(",") if p.strip()), data=data, device=device)
+    document = run_bench(options, progress=lambda text: typer.echo(text, err=True))
+    typer.echo(json.dumps(document, indent=2) if json_out else table(document))
+
+
 def _register_stage_commands() -> None:
     # The export command lives with its stage; its module imports only typer, so --help stays instant.
     from lpn_edge.export.cli import export_command

@@ -92,3 +92,14 @@ def test_bench_table_and_skip(tmp_path):
     assert "skipped  pool: all: --skip" in result.stdout
     bad = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--batch", "1,x"])
     assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+
+
+def test_slicing_reference_computes_the_ring_pooling():
+    import torch
+
+    from lpn_edge.bench.reference import slicing_ring_pool
+    from lpn_edge.model.partition import pool_parts
+
+    x = torch.rand(2, 8, 16, 16)
+    theirs = slicing_ring_pool(x, 4)[..., 0]  # outermost ring first
+    assert torch.allclose(theirs.flip(-1), pool_parts(x, 4, "ring", "avg"), atol=1e-6)

@@ -6,52 +6,38 @@ model.py) so that no clone is needed: their ring pooling by slicing. (The refere
 
 from __future__ import annotations
 
-import math
-
 
 def slicing_ring_pool(x, block: int = 4):
-    """The authors' `get_part_pool(x, pool='avg', no_overlap=True)` (wtyhub/LPN model.py, ft_net_LPN), line for line:
-    square rings cut out of the (B, C, H, W) map by slicing, the inner square subtracted after zero padding, each
-    ring average-pooled over its whole (padded) window. Returns (B, C, block, 1), the outermost ring first.
+    """Ring pooling the way the authors' code does it (wtyhub/LPN model.py, `get_part_pool`, avg, no overlap), as a
+    timing reference: one tensor operation sequence per ring instead of one MatMul. Written here from what their code
+    computes, for the maps the benchmark uses (square, every ring at least one cell wide, so no resize):
 
-    (Their average of a ring is over the window, zeros included: `AdaptiveAvgPool2d` of the padded difference; the
-    project's pooling matrix reproduces exactly that.)
+    for ring i = 1..n: take the centred box of side 2 * i * per (per = floor(side / 2n); the whole map for i = n),
+    subtract box i-1 zero-padded back to that size (slice, pad, subtract: the three copies their code makes), and
+    average over the whole box (an adaptive average pool, zeros included: the division by the outer box's area).
+
+    x: (B, C, H, H) tensor. Returns (B, C, n, 1), the outermost ring first, as theirs.
     """
     import torch
     import torch.nn.functional as F
 
-    result = []
-    pooling = torch.nn.AdaptiveAvgPool2d((1, 1))
-    H, W = x.size(2), x.size(3)
-    c_h, c_w = int(H / 2), int(W / 2)
-    per_h, per_w = H / (2 * block), W / (2 * block)
-    if per_h < 1 and per_w < 1:
-        new_H, new_W = H + (block - c_h) * 2, W + (block - c_w) * 2
-        x = F.interpolate(x, size=[new_H, new_W], mode="bilinear")
-        H, W = x.size(2), x.size(3)
-        c_h, c_w = int(H / 2), int(W / 2)
-        per_h, per_w = H / (2 * block), W / (2 * block)
-    per_h, per_w = math.floor(per_h), math.floor(per_w)
+    side = x.size(2)
+    if x.size(3) != side or side // (2 * block) < 1:
+        raise ValueError(f"the slicing reference takes square maps with rings of at least one cell, got {tuple(x.shape)}")
+    centre, per = side // 2, side // (2 * block)
+    average = torch.nn.AdaptiveAvgPool2d((1, 1))
+
+    def box(i: int):
+        low, high = (centre - i * per, centre + i * per) if i < block else (0, side)
+        return x[:, :, low:high, low:high]
+
+    rings = []
     for i in range(1, block + 1):
-        if i < block:
-            x_curr = x[:, :, (c_h - i * per_h):(c_h + i * per_h), (c_w - i * per_w):(c_w + i * per_w)]
-            if i > 1:
-                x_pre = x[:, :, (c_h - (i - 1) * per_h):(c_h + (i - 1) * per_h),
-                          (c_w - (i - 1) * per_w):(c_w + (i - 1) * per_w)]
-                x_pad = F.pad(x_pre, (per_h, per_h, per_w, per_w), "constant", 0)
-                x_curr = x_curr - x_pad
-            result.insert(0, pooling(x_curr))
-        else:
-            if i > 1:
-                x_pre = x[:, :, (c_h - (i - 1) * per_h):(c_h + (i - 1) * per_h),
-                          (c_w - (i - 1) * per_w):(c_w + (i - 1) * per_w)]
-                pad_h = c_h - (i - 1) * per_h
-                pad_w = c_w - (i - 1) * per_w
-                if x_pre.size(2) + 2 * pad_h == H:
-                    x_pad = F.pad(x_pre, (pad_h, pad_h, pad_w, pad_w), "constant", 0)
-                else:
-                    ep = H - (x_pre.size(2) + 2 * pad_h)
-                    x_pad = F.pad(x_pre, (pad_h + ep, pad_h, pad_w + ep, pad_w), "constant", 0)
-                x = x - x_pad
-            result.insert(0, pooling(x))
-    return torch.cat(result, dim=2)
+        outer = box(i)
+        if i > 1:
+            inner = box(i - 1)
+            margin_low = (outer.size(2) - inner.size(2)) // 2
+            margin_high = outer.size(2) - inner.size(2) - margin_low  # odd sides: the extra cell on one side
+            outer = outer - F.pad(inner, (margin_low, margin_high, margin_low, margin_high), "constant", 0.0)
+        rings.append(average(outer))
+    return torch.cat(rings[::-1], dim=2)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import make_university_tree
 
 from lpn_edge.checkpoint import read_checkpoint
 from lpn_edge.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -17,8 +18,6 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.train import train
 from lpn_edge.train.data import EpochBatches
 from lpn_edge.train.recipe import build_optimizer, part_loss
-
-from data_helpers import make_university_tree
 
 
 @pytest.fixture(scope="module")

@@ -197,7 +197,7 @@ class GalleryIndex:
 
     @classmethod
     def open(cls, path: str | Path, expect_fingerprint: str | None = None, expect_view: str | None = None,
-             expect_dim: int | None = None, verify: bool = True) -> "GalleryIndex":
+             expect_dim: int | None = None, verify: bool = True) -> GalleryIndex:
         """Open and check an index (see the module doc). `expect_*`: what the caller's model produces; a gallery of
         another model, view or dimension is refused with one line naming both fingerprints. `verify=False` skips
         the checksum (sizes and structure are always checked)."""
@@ -286,7 +286,7 @@ class GalleryIndex:
         except BufferError:  # an array view is still alive elsewhere: the map closes when it goes
             pass
 
-    def __enter__(self) -> "GalleryIndex":
+    def __enter__(self) -> GalleryIndex:
         return self
 
     def __exit__(self, *exc: object) -> None:

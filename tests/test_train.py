@@ -86,7 +86,8 @@ def test_sigint_saves_a_loadable_checkpoint_and_exits_cleanly(world, tmp_path):
 
     save_config(tiny_run(200), config)
     process = subprocess.Popen(
-        [sys.executable, "-m", "lpn_edge.cli", "train", "--config", str(config), "--data", str(world), "--out", str(run)],
+        [sys.executable, "-m", "lpn_edge.cli", "train",
+         "--config", str(config), "--data", str(world), "--out", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "metrics.csv").exists() and process.poll() is None and time.time() < deadline:
@@ -318,7 +319,7 @@ def test_warmup_factor_follows_the_authors_schedule():
     steps_per_epoch, warm_epochs = 3, 2
     factor, expected = 0.1, []
     for epoch in range(4):
-        for step in range(steps_per_epoch):
+        for _ in range(steps_per_epoch):
             if epoch < warm_epochs:
                 factor = min(1.0, factor + 0.9 / (steps_per_epoch * warm_epochs))
                 expected.append(factor)
@@ -417,10 +418,14 @@ def test_missing_images_stay_out_of_the_forward_pass(google_valid):
     generator = torch.Generator().manual_seed(1)
     labels = torch.tensor([0, 1, 2, 3])
     ground_valid, google_valid = torch.tensor([True, False, True, True]), torch.tensor(google_valid)
-    images = {view: torch.randn(4, 3, 64, 64, generator=generator) for view in ("satellite", "drone", "ground", "google")}
+    images = {
+        view: torch.randn(4, 3, 64, 64, generator=generator) for view in ("satellite", "drone", "ground", "google")
+    }
     batch = {"label": labels, "satellite": images["satellite"], "drone": images["drone"],
-             "ground": torch.where(ground_valid[:, None, None, None], images["ground"], 0.0), "ground_valid": ground_valid,
-             "google": torch.where(google_valid[:, None, None, None], images["google"], 0.0), "google_valid": google_valid}
+             "ground": torch.where(ground_valid[:, None, None, None], images["ground"], 0.0),
+             "ground_valid": ground_valid,
+             "google": torch.where(google_valid[:, None, None, None], images["google"], 0.0),
+             "google_valid": google_valid}
 
     def sgd_step(net, loss):
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1)

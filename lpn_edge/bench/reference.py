@@ -23,7 +23,9 @@ def slicing_ring_pool(x, block: int = 4):
 
     side = x.size(2)
     if x.size(3) != side or side // (2 * block) < 1:
-        raise ValueError(f"the slicing reference takes square maps with rings of at least one cell, got {tuple(x.shape)}")
+        raise ValueError(
+            f"the slicing reference takes square maps with rings of at least one cell, got {tuple(x.shape)}"
+        )
     centre, per = side // 2, side // (2 * block)
     average = torch.nn.AdaptiveAvgPool2d((1, 1))
 

@@ -48,7 +48,7 @@ def check_image(path: str | Path) -> None:
             if image.format == "JPEG":
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise UnreadableImage(path, describe_failure(path, exc)) from None
 
 

@@ -23,6 +23,7 @@ corrupted file is refused with one LpnEdgeError naming it. Writes are atomic (te
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -281,10 +282,8 @@ class GalleryIndex:
         """Release the memory map (arrays taken from this index must not be used afterwards)."""
         for name in ("embeddings", "latitude", "longitude", "positions", "_id_offsets", "_id_bytes"):
             setattr(self, name, None)
-        try:
+        with contextlib.suppress(BufferError):  # an array view is still alive elsewhere: the map closes when it goes
             self._mmap.close()
-        except BufferError:  # an array view is still alive elsewhere: the map closes when it goes
-            pass
 
     def __enter__(self) -> GalleryIndex:
         return self

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,7 +29,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Lower-case suffixes treated as images; everything else in a folder is ignored (README, .DS_Store, ...).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
-ImageInput = Union[str, os.PathLike, np.ndarray]  # a file, or an (H, W, 3) uint8 RGB frame
+ImageInput = str | os.PathLike | np.ndarray  # a file, or an (H, W, 3) uint8 RGB frame
 
 
 class UnreadableImage(LpnEdgeError):
@@ -128,7 +127,7 @@ def load_rgb(path: str | Path) -> Image.Image:
             return to_rgb(image)
     except UnreadableImage:
         raise
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...)
         raise UnreadableImage(path, describe_failure(path, exc)) from None
 
 

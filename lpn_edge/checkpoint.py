@@ -58,7 +58,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - truncated zips, random bytes and the like all land here
         raise LpnEdgeError(f"{path} is not a readable lpn-edge checkpoint ({_first_sentence(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        hint = " (an official LPN state_dict? convert it with `lpn-edge convert-official`)" if _looks_official(payload) else ""
+        hint = (
+            " (an official LPN state_dict? convert it with `lpn-edge convert-official`)"
+            if _looks_official(payload)
+            else ""
+        )
         raise LpnEdgeError(f"{path} is not an lpn-edge checkpoint{hint}")
     if payload.get("format_version") != FORMAT_VERSION:
         raise LpnEdgeError(f"{path} has checkpoint format version {payload.get('format_version')}, "

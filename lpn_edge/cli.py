@@ -32,7 +32,7 @@ app.add_typer(index_app, name="index")
 # Which extra brings an optional package (the base install is the torch-free runtime part).
 EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "tqdm": "train", "tensorboard": "train",
                    "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "pycuda": "gpu", "tensorrt": "trt",
-                   "faiss": "faiss", "rasterio": "geo"}
+                   "faiss": "faiss", "rasterio": "geo", "av": "video"}
 
 
 def friendly_errors(command):
@@ -150,7 +150,7 @@ def train(
     """
     from lpn_edge.config import RunConfig, load_config, parse_override
     from lpn_edge.devices import resolve_device
-    from lpn_edge.train import train as run_training
+    from lpn_edge.train import ProgressPrinter, train as run_training
 
     resolve_device(device)
     if (out is None) == (resume is None):
@@ -166,9 +166,14 @@ def train(
         unknown = sorted(set(pairs) - {"train.epochs"})
         if unknown:
             raise LpnEdgeError(f"on --resume only train.epochs may change, not {', '.join(unknown)}")
-        result = run_training(run_config.replace(pairs) if pairs else None, data, resume, resume=True, device=device)
+    # a bar per epoch on a terminal; a line every 10 seconds into a log file or pipe
+    progress = True if sys.stderr.isatty() else ProgressPrinter(typer.echo)
+    if resume is not None:
+        result = run_training(run_config.replace(pairs) if pairs else None, data, resume, resume=True, device=device,
+                              progress=progress, say=typer.echo)
     else:
-        result = run_training(run_config.replace(pairs, "command line"), data, out, force=force, device=device)
+        result = run_training(run_config.replace(pairs, "command line"), data, out, force=force, device=device,
+                              progress=progress, say=typer.echo)
     for row in result.history[-3:]:
         typer.echo(f"epoch {int(row['epoch'])}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}, "
                    f"{row['images_per_s']:.1f} img/s")
@@ -443,6 +448,127 @@ def index_merge(
     with GalleryIndex.open(out, verify=False) as index:
         typer.echo(f"merged {len(shards)} shards -> {out}: {index.count} tiles, model {index.fingerprint}, "
                    f"view {index.view}, dim {index.dim}, {index.dtype}")
+
+
+LOCATE_HELP = (
+    "Locate drone frames in a gallery: per frame the best tiles (score, latitude/longitude) and one position "
+    "estimate; at the end the per-frame latency (decode, preprocess, encode, match: median and 90th percentile)."
+    "\n\nPosition estimate: among the top-k tiles with coordinates the best-scoring one is the anchor; every top-k "
+    "tile whose centre is within R metres (great-circle) of the anchor's centre, the anchor included, is averaged "
+    "(latitude and longitude) with weight max(score, 0); when all those weights are 0 the estimate is the anchor's "
+    "centre. R is --radius, by default 1.5 x the gallery's tile spacing (the median distance from a tile centre to "
+    "the nearest other tile centre, measured on up to 1024 tiles): on a grid of stride s it takes in the anchor's 8 "
+    "neighbours (s and 1.41 s away), not the next ring (2 s). No top-k tile with coordinates: no estimate."
+    "\n\n--truth: the truth position is view_latitude/view_longitude when present (the ground point at the frame "
+    "centre, which the tiles show: the camera is oblique), else latitude/longitude (the output says which); rows "
+    "match frames by file name stem or frame number; the true tile is the tile whose centre is nearest the truth "
+    "position."
+    "\n\n--track (lpn_edge.geo.track): the first frame with candidates accepts its best-scoring one; every later "
+    "frame at time t looks at the candidates within reach of the anchor (the last accepted position): great-circle "
+    "distance at most max_speed * (t - t_anchor) + tolerance metres; the best-scoring reachable candidate is "
+    "accepted and becomes the anchor. If none is reachable the frame is missed: the anchor's position is held; on "
+    "the --patience-th missed frame in a row the track is reset: that frame accepts its best-scoring candidate "
+    "regardless of distance. The candidates are the top-k tiles; an accepted tile anchors the same estimate rule. "
+    "Errors are reported with and without."
+    "\n\nA frame that cannot be decoded is named and skipped. Exit status: 0 all frames located, 1 some frame "
+    "could not be decoded, 2 bad input (a missing file, a gallery of another model, ...)."
+    "\n\nExample: lpn-edge locate --model lpn-drone.onnx --index gallery.lpnidx flight/frames --truth "
+    "flight/flight.csv --track --plot map.png"
+)
+
+
+@app.command(help=LOCATE_HELP)
+@friendly_errors
+def locate(
+    inputs: list[Path] = typer.Argument(..., help="Images, folders of images (recursively, sorted) or video files "
+                                                  "(.mp4, .mov, .avi, .mkv, ...: the \\[video] extra, PyAV)."),
+    model: Path = typer.Option(..., "--model", help="The query (drone) model: an exported artifact (.onnx, .engine, "
+                                                    "split .onnx) or a checkpoint (.pt, .pt2)."),
+    index: str = typer.Option(..., "--index", help="Gallery index (.lpnidx) built by the same model; several "
+                                                   "(shards, areas) separated by commas are searched together."),
+    top_k: int = typer.Option(5, "--top-k", help="Best tiles per frame."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line: a line per frame, then "
+                                                       "{\"summary\": ...}."),
+    device: str = typer.Option("cpu", "--device", help="Where the encoder runs: cpu, cuda, tensorrt."),
+    engine: str = typer.Option("auto", "--engine", help="Matching: numpy, faiss, gpu or auto (the GPU when one "
+                                                        "answers, else numpy: FAISS does not pay for one frame at a "
+                                                        "time)."),
+    every: int = typer.Option(1, "--every", help="Use every N-th frame of each input (frames 0, N, 2N, ...)."),
+    radius: Optional[float] = typer.Option(None, "--radius", help="R of the position estimate, metres (default "
+                                                                  "1.5 x the gallery's tile spacing)."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="flight.csv (frame,latitude,longitude[,view_latitude,"
+                                                               "view_longitude]): position errors and true-tile "
+                                                               "hit rates."),
+    track: bool = typer.Option(False, "--track", help="Also filter the sequence: reject impossible jumps (see "
+                                                      "above)."),
+    max_speed: float = typer.Option(20.0, "--max-speed", help="--track: the drone's top ground speed, m/s."),
+    interval: float = typer.Option(1.0, "--interval", help="--track: seconds between consecutive image frames "
+                                                           "(video frames carry their own times)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="--track: metres always added to the reach "
+                                                                        "(default R)."),
+    patience: int = typer.Option(3, "--patience", help="--track: missed frames in a row that reset the track."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a map (PNG): the orthophoto, the true path, the "
+                                                             "estimates coloured by error, the tiles. Needs --truth."),
+    orthophoto: Optional[Path] = typer.Option(None, "--orthophoto", help="The map's background (default: the image "
+                                                                         "named by a tiling.json beside the index)."),
+):
+    from lpn_edge.locate import LocateOptions, run_locate
+
+    indexes = [Path(part.strip()) for part in index.split(",") if part.strip()]
+    if not indexes:
+        raise LpnEdgeError("--index needs at least one gallery index file")
+    options = LocateOptions(model=model, indexes=indexes, inputs=inputs, top_k=top_k, device=device, engine=engine,
+                            every=every, radius_m=radius, json=as_json, truth=truth, track=track,
+                            max_speed=max_speed, interval=interval, tolerance_m=tolerance, patience=patience,
+                            plot=plot, orthophoto=orthophoto)
+    report = run_locate(options, say=typer.echo, warn=lambda line: typer.echo(line, err=True))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _int_list(option: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise LpnEdgeError(f"{option} takes comma-separated integers such as 1,8; got {text!r}") from None
+
+
+@app.command()
+@friendly_errors
+def bench(
+    model: list[Path] = typer.Option(..., "--model", help="Artifact (.onnx, .engine) or checkpoint (.pt); repeat "
+                                     "for several. The checkpoint is the reference (PyTorch eager fp32)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Checkpoint of the reference (default: "
+                                             "the one among --model, or the one the artifacts name, beside them)."),
+    batch: str = typer.Option("1,8", "--batch", help="Batch sizes, comma-separated (GPU: 1,64)."),
+    threads: str = typer.Option("1,2", "--threads", help="CPU threads (ONNX Runtime and torch alike)."),
+    iters: int = typer.Option(10, "--iters", help="Timed calls per figure."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed calls first."),
+    gallery_size: int = typer.Option(100_000, "--gallery-size", help="Rows of the synthetic matching gallery."),
+    queries: str = typer.Option("1,64", "--queries", help="Query counts for matching."),
+    skip: str = typer.Option("", "--skip", help="Parts to leave out: encode,pool,match,train."),
+    data: Optional[Path] = typer.Option(None, "--data", help="University-1652-layout folder (drone/, satellite/) "
+                                        "for the accuracy figures (default: random images)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help="Print the JSON document instead of the table."),
+):
+    """Time encoding, ring pooling and matching against the reference in the same run (trtexec-style statistics:
+    min, median, mean, p90, p99, throughput; ratios to the reference). Progress on stderr, the table or JSON on
+    stdout; parts that cannot run here are listed with the reason.
+
+    Example: lpn-edge bench --model export/model-drone.onnx --model model.pt --batch 1,8 --threads 1,2
+    """
+    import json
+
+    from lpn_edge.bench import BenchOptions, run_bench
+    from lpn_edge.bench.report import table
+
+    options = BenchOptions(models=tuple(model), reference=reference, batch=_int_list("--batch", batch),
+                           threads=_int_list("--threads", threads), iters=iters, warmup=warmup,
+                           gallery_size=gallery_size, queries=_int_list("--queries", queries),
+                           skip=frozenset(p.strip() for p in skip.split(",") if p.strip()), data=data, device=device)
+    document = run_bench(options, progress=lambda text: typer.echo(text, err=True))
+    typer.echo(json.dumps(document, indent=2) if json_out else table(document))
 
 
 def _register_stage_commands() -> None:

@@ -32,7 +32,8 @@ def inspect_model(source: str | Path, view: str = "drone") -> str:
         embedding = model.embed(torch.zeros(1, 3, height, width), view)
     params = sum(p.numel() for p in model.parameters())
     return "\n".join([
-        f"{source}: {config.views}-view LPN, backbone {config.backbone} (stride {config.stride}), {params / 1e6:.1f} M parameters",
+        f"{source}: {config.views}-view LPN, backbone {config.backbone} (stride {config.stride}), "
+        f"{params / 1e6:.1f} M parameters",
         f"  branches: {', '.join(f'{v}->{b}' for v, b in model.branch_of.items())}",
         f"  {view} input (1, 3, {height}, {width}) -> feature map {tuple(feature_map.shape)} -> "
         f"{config.parts} parts ({model.partition_kind(view)}, {config.pool}) -> embedding {tuple(embedding.shape)}",

@@ -10,7 +10,7 @@ from lpn_edge.cli import app
 
 COMMANDS = ["", "data", "index", "demo", "inspect", "convert-official", "train", "eval", "synth", "export",
             "data check", "index tile", "synth-flight",
-            "index build", "index info", "index merge"]
+            "index build", "index info", "index merge", "locate", "bench"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.runtime import cuda_kernels as ck
-from lpn_edge.runtime import matching, ring_pool
+from lpn_edge.runtime import cuda_kernels as ck, matching, ring_pool
 
 pytestmark = pytest.mark.gpu
 

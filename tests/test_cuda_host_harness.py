@@ -33,7 +33,8 @@ def build(tmp_path_factory, source: str) -> Path:
         pytest.skip("nvcc is not on this machine")
     out = tmp_path_factory.mktemp("harness") / Path(source).stem
     result = subprocess.run([nvcc, "-O1", "-std=c++14", "-I", str(KERNELS), "-o", str(out),
-                             str(ROOT / "tests" / "cuda" / source)], check=False, capture_output=True, text=True, timeout=300)
+                             str(ROOT / "tests" / "cuda" / source)],
+                            check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -75,7 +76,9 @@ def test_cell_membership_and_boxes_equal_the_reference(harness, tmp_path, height
     assert out[:3].tolist() == [h2, w2, int((h2, w2) != (height, width))]
     cells = out[4 : 4 + h2 * w2].reshape(h2, w2)
     boxes = out[4 + h2 * w2 :].reshape(parts, 2, 4)
-    assert boxes.tolist() == [[list(outer), list(inner)] for outer, inner in ring_pool.part_boxes(kind, height, width, parts)]
+    assert boxes.tolist() == [
+        [list(outer), list(inner)] for outer, inner in ring_pool.part_boxes(kind, height, width, parts)
+    ]
     masks, _ = ring_pool.part_masks(kind, height, width, parts)
     if kind in ("row", "column"):
         assert (cells == -1).all()

@@ -13,12 +13,12 @@ from PIL import Image
 from lpn_edge.data.check import check_dataset
 from lpn_edge.data.synth import SynthSummary, synthesize
 from lpn_edge.data.synth.camera import Camera, clip_near
-from lpn_edge.data.synth.generate import ORIGIN, METRES_PER_DEGREE
+from lpn_edge.data.synth.generate import METRES_PER_DEGREE, ORIGIN
 from lpn_edge.data.synth.ortho import render_ortho
 from lpn_edge.data.synth.views import split_groups
 from lpn_edge.data.synth.world import TARGET_DESIGNS, generate_neighbourhood, target_building
-from lpn_edge.data.university import RetrievalFolder, University1652Train
 from lpn_edge.data.transforms import eval_transform
+from lpn_edge.data.university import RetrievalFolder, University1652Train
 from lpn_edge.errors import LpnEdgeError
 
 SMALL = dict(locations=4, drone_per_location=3, size=48, distractors=2, workers=1)

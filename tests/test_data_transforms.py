@@ -20,7 +20,10 @@ def test_train_transforms_shapes_and_recipe():
     for view, transform in built.items():
         out = transform(noise_image(0, (100, 70)))
         assert out.shape == (3, 32, 48) and out.dtype == torch.float32, view
-    kinds = lambda t: [type(step).__name__ for step in t.transforms]
+
+    def kinds(t):
+        return [type(step).__name__ for step in t.transforms]
+
     assert kinds(built["satellite"]) == ["ColorJitter", "Resize", "Pad", "RandomAffine", "RandomCrop",
                                          "RandomHorizontalFlip", "ToTensor", "Normalize"]
     assert "RandomAffine" not in kinds(built["drone"])

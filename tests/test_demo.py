@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from lpn_edge.cli import app
@@ -41,6 +42,19 @@ def test_quick_demo_end_to_end(tmp_path):
     table = [line for line in result.output.splitlines() if line.startswith("| ")]
     assert table and all(line in results for line in table) and "--quick" in results
     assert not list(out.rglob("last.pt"))
+    # training talks: a progress line at least at the end of every epoch, with the pace and the time left
+    assert all(f"epoch {e}/4, step 4/4" in result.output for e in (1, 4)) and "img/s, about " in result.output
+    # the flight over an unseen area, located with the ONNX model through the runtime: figures, map, results.md
+    flight = summary["flight"]
+    assert flight["tiles"] == 144 and flight["frames"] == 16 and flight["seed"] != 0
+    truth = flight["locate"]["truth"]
+    assert truth["position"] == "view_latitude/view_longitude" and truth["error"]["frames"] == 16
+    assert truth["track"]["frames"] == 16 and truth["error"]["median_m"] >= 0 and 0 <= truth["hits"]["top5"] <= 1
+    with Image.open(flight["map"]) as image:
+        assert image.format == "PNG" and flight["map"] == str(out / "flight-map.png")
+    assert "with --track: position error over 16 frames" in result.output
+    assert "Flight over an area the model never saw" in results and "with `--track`" in results
+    assert len(Path(flight["locate_log"]).read_text().splitlines()) > 16
     # a second run into the same directory is refused rather than mixing two demos
     again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output

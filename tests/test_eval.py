@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_batchnorm
+from data_helpers import make_university_tree
 from typer.testing import CliRunner
 
 from lpn_edge.checkpoint import save_checkpoint
@@ -17,9 +19,6 @@ from lpn_edge.eval.features import extract_features, select_parts
 from lpn_edge.eval.metrics import evaluate_retrieval
 from lpn_edge.eval.tasks import distance_group
 from lpn_edge.model import build_model
-
-from conftest import randomise_batchnorm
-from data_helpers import make_university_tree
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import torch
 from test_export_fixtures import REAL_DATA, SMALL_PARITY, make_checkpoint
 
 from lpn_edge.checkpoint import load_model
-from lpn_edge.fileio import file_fingerprint
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import ExportOptions, export_model
 from lpn_edge.export.onnx_export import pooling_nodes
 from lpn_edge.export.parity import PARITY_THRESHOLDS, ParityThreshold
 from lpn_edge.export.pooling import ring_weights
+from lpn_edge.fileio import file_fingerprint
 from lpn_edge.runtime.artifact import read_onnx_metadata
 from lpn_edge.runtime.onnx_runner import run_onnx
 from lpn_edge.runtime.split_heads import load_split_heads, split_head_embedding

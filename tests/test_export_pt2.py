@@ -13,8 +13,8 @@ import torch
 from test_export_fixtures import make_checkpoint
 
 from lpn_edge.checkpoint import load_model
-from lpn_edge.fileio import file_fingerprint
 from lpn_edge.export import ExportOptions, export_model
+from lpn_edge.fileio import file_fingerprint
 
 
 def _export_and_check(tmp_path, device: str):

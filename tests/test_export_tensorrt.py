@@ -15,10 +15,10 @@ import pytest
 import torch
 from test_export_fixtures import SMALL_PARITY, export_tiny_onnx, make_checkpoint, write_calibration_folder
 
-from lpn_edge.fileio import file_fingerprint
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import ExportOptions, export_model
 from lpn_edge.export.trt_plan import LayerInfo, check_gpu, fp32_tail_layers, onnx_layers, plan_build
+from lpn_edge.fileio import file_fingerprint
 from lpn_edge.runtime.artifact import check_engine_sidecar, write_sidecar
 from lpn_edge.runtime.cuda_buffers import cuda_version_text
 

@@ -85,7 +85,9 @@ def test_positions_agree_with_the_world_file_and_the_path_is_smooth(flight):
 
 
 def test_argument_checks(tmp_path):
-    with pytest.raises(LpnEdgeError, match=r"--area must be between 2\d\d and 20000 m at --altitude 30 \(the camera sees"):
+    with pytest.raises(
+        LpnEdgeError, match=r"--area must be between 2\d\d and 20000 m at --altitude 30 \(the camera sees"
+    ):
         synth_flight(tmp_path / "a", area=150.0, frames=2, altitude=30.0, size=32)
     with pytest.raises(LpnEdgeError, match="--frames"):
         synth_flight(tmp_path / "b", area=320.0, frames=0, altitude=30.0, size=32)

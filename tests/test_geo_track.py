@@ -7,7 +7,7 @@ import pytest
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.geo.georef import offset_latlon
 from lpn_edge.geo.metrics import position_errors
-from lpn_edge.geo.track import track
+from lpn_edge.geo.track import Tracker, track
 
 LAT0, LON0 = 47.0, 8.0
 
@@ -78,3 +78,17 @@ def test_bad_arguments():
         track(frames * 2, 10.0, 50.0, times=[1.0, 0.0])
     with pytest.raises(LpnEdgeError, match="latitude, longitude, score"):
         track([[(LAT0, LON0)]], 10.0, 50.0, frame_interval=1.0)
+
+
+def test_the_tracker_answers_each_frame_as_track_does_on_the_whole_flight():
+    true = truth(7)
+    candidates = [[(*at(3000, 0), 0.9), (*true[0], 0.8)]] + [[(*p, 0.7), (*at(900, 900), 0.8)] for p in true[1:]]
+    candidates[3] = []
+    whole = track(candidates, 25.0, 50.0, frame_interval=1.0, patience=2)
+    tracker = Tracker(25.0, 50.0, patience=2)
+    steps = [tracker.step(frame, float(t)) for t, frame in enumerate(candidates)]
+    assert [s[3] for s in steps] == whole.status and [s[2] for s in steps] == whole.choice.tolist()
+    np.testing.assert_array_equal([s[0] for s in steps], whole.latitude)
+    assert np.isnan(Tracker(25.0, 50.0).step([], 0.0)[0])
+    with pytest.raises(LpnEdgeError, match="must not decrease"):
+        tracker.step([], 1.0)

@@ -19,8 +19,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lpn_edge"
 FORBIDDEN_IN_RUNTIME = ("torch", "torchvision", "onnx", "lpn_edge.export", "lpn_edge.train", "lpn_edge.model",
                         "lpn_edge.eval")
-# The modules of lpn_edge outside the runtime that the runtime may import (none of them imports torch or onnx).
-ALLOWED_OUTSIDE_RUNTIME = ("lpn_edge", "lpn_edge.errors", "lpn_edge.fileio")
+# The modules of lpn_edge outside the runtime that the runtime may import (none of them imports torch or onnx;
+# lpn_edge.geo is torch-free for the runtime's sake: `localize` measures distances with georef).
+ALLOWED_OUTSIDE_RUNTIME = ("lpn_edge", "lpn_edge.errors", "lpn_edge.fileio", "lpn_edge.geo.georef")
 # (runtime module, the torch module it may import, the function that must hold that import): the one edge from the
 # runtime to PyTorch, for the workstation backends of open_encoder. A drone opens .onnx / .engine and never runs it.
 WORKSTATION_DISPATCH = ("lpn_edge.runtime.encoders", "lpn_edge.torch_encoders", "_open_workstation")

@@ -1,7 +1,7 @@
 """The CPU-checkable parts of lpn_edge.runtime.cuda_kernels: source inlining, the cubin cache, compiler error
 messages, nvcc and NVRTC (cuda-python) compiles for sm_75 / sm_87 / sm_90, launch plans against the compiled
-kernels' parameter lists, and the Python plumbing (buffers, passes, streaming, running top-k) through a fake backend that runs each kernel
-launch with numpy. Nothing here uses a GPU."""
+kernels' parameter lists, and the Python plumbing (buffers, passes, streaming, running top-k) through a fake backend
+that runs each kernel launch with numpy. Nothing here uses a GPU."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.runtime import cuda_kernels as ck
-from lpn_edge.runtime import matching, ring_pool
+from lpn_edge.runtime import cuda_kernels as ck, matching, ring_pool
 
 ARCHS = ("75", "87", "90")
 
@@ -92,16 +91,24 @@ kernel.cu(40): error: expected a ";"
 
 1 error detected in the compilation of "kernel.cu".
 \x00"""
-PTXAS_LOG = "ptxas info    : 0 bytes gmem\nptxas error   : Entry function 'lpn_topk_merge' uses too much shared data (0x10000 bytes, 0xc000 max)\n"
-GCC_LOG = "bad2.cu:1:10: fatal error: nothere.cuh: No such file or directory\n    1 | #include \"nothere.cuh\"\ncompilation terminated.\n"
+PTXAS_LOG = (
+    "ptxas info    : 0 bytes gmem\n"
+    "ptxas error   : Entry function 'lpn_topk_merge' uses too much shared data (0x10000 bytes, 0xc000 max)\n"
+)
+GCC_LOG = (
+    "bad2.cu:1:10: fatal error: nothere.cuh: No such file or directory\n"
+    "    1 | #include \"nothere.cuh\"\ncompilation terminated.\n"
+)
 
 
 @pytest.mark.parametrize("log,expected", [
     (NVCC_LOG, 'bad.cu(3): error: identifier "foo" is undefined'),
     (NVRTC_LOG, 'kernel.cu(40): error: expected a ";"'),
-    (PTXAS_LOG, "ptxas error   : Entry function 'lpn_topk_merge' uses too much shared data (0x10000 bytes, 0xc000 max)"),
+    (PTXAS_LOG,
+     "ptxas error   : Entry function 'lpn_topk_merge' uses too much shared data (0x10000 bytes, 0xc000 max)"),
     (GCC_LOG, "bad2.cu:1:10: fatal error: nothere.cuh: No such file or directory"),
-    ('kernel.cu(1): catastrophic error: cannot open source file "x.cuh"', 'kernel.cu(1): catastrophic error: cannot open source file "x.cuh"'),
+    ('kernel.cu(1): catastrophic error: cannot open source file "x.cuh"',
+     'kernel.cu(1): catastrophic error: cannot open source file "x.cuh"'),
     ("\n  something odd happened\nmore\n", "something odd happened"),
     ("", "no compiler output"),
 ])
@@ -130,8 +137,11 @@ def test_compile_error_is_one_line_and_nothing_is_cached(cache_home):
 
     with pytest.raises(LpnEdgeError) as error:
         ck.compile_cached("topk", "sm_87", "nvrtc", "12.6", (), compile_fn)
-    assert str(error.value) == 'cannot compile topk.cu for sm_87 with nvrtc (CUDA 12.6): kernel.cu(40): error: expected a ";"'
-    assert not (cache_home / "lpn-edge" / "kernels").exists() or not any((cache_home / "lpn-edge" / "kernels").iterdir())
+    assert str(error.value) == (
+        'cannot compile topk.cu for sm_87 with nvrtc (CUDA 12.6): kernel.cu(40): error: expected a ";"'
+    )
+    kernels = cache_home / "lpn-edge" / "kernels"
+    assert not kernels.exists() or not any(kernels.iterdir())
 
 
 def test_an_unwritable_cache_still_compiles(tmp_path, monkeypatch):
@@ -229,8 +239,9 @@ def test_nvcc_compile_error_becomes_one_line(cache_home, tmp_path):
             raise ck.CompileFailed(result.stderr)
         return (tmp_path / "k.cubin").read_bytes()
 
-    with pytest.raises(LpnEdgeError, match=r'^cannot compile ring_pool.cu for sm_90 with nvcc \(CUDA 13\): '
-                                           r'ring_geometry.cuh\(\d+\): error: identifier "undefined_name" is undefined$'):
+    with pytest.raises(LpnEdgeError,
+                       match=r'^cannot compile ring_pool.cu for sm_90 with nvcc \(CUDA 13\): '
+                             r'ring_geometry.cuh\(\d+\): error: identifier "undefined_name" is undefined$'):
         ck.compile_cached("ring_pool", "sm_90", "nvcc", "13", (), compile_fn)
 
 
@@ -310,8 +321,8 @@ class FakeBackend(ck.Backend):
             for s in range(segments):
                 part = scores[:, s * segment : (s + 1) * segment]
                 take = min(k, part.shape[1])
-                idx, val = matching._select(part, np.broadcast_to(np.arange(s * segment, s * segment + part.shape[1]) + offset,
-                                                                  part.shape), take)
+                columns = np.arange(s * segment, s * segment + part.shape[1]) + offset
+                idx, val = matching._select(part, np.broadcast_to(columns, part.shape), take)
                 cand_s[:, s], cand_i[:, s] = 0.0, -1
                 cand_s[:, s, :take], cand_i[:, s, :take] = val, idx
         elif function == "lpn_topk_merge":

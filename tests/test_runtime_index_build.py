@@ -68,7 +68,9 @@ def images(tmp_path_factory):
             rows.append(f"test,gallery_satellite,{number:04d},{47 + number / 1000:.7f},{8 + number / 500:.7f}")
     (root / "loose").mkdir()
     for number in range(2):
-        Image.fromarray((generator.random((64, 64, 3)) * 255).astype(np.uint8)).save(root / "loose" / f"extra-{number}.jpg")
+        Image.fromarray((generator.random((64, 64, 3)) * 255).astype(np.uint8)).save(
+            root / "loose" / f"extra-{number}.jpg"
+        )
     rows.append("test,gallery_satellite,extra-1,46.5,7.5")  # matched by the file name
     (root / "notes.txt").write_text("not an image")
     geo = root.parent / f"{root.name}-geo.csv"

@@ -9,7 +9,7 @@ from PIL import Image
 from lpn_edge.data.images import load_rgb
 from lpn_edge.data.transforms import eval_transform
 from lpn_edge.errors import LpnEdgeError
-from lpn_edge.runtime.preprocessing import IMAGENET_MEAN, find_images, preprocess, preprocessing_spec
+from lpn_edge.runtime.preprocessing import IMAGENET_MEAN, find_images, normalise, preprocess, preprocessing_spec
 
 SIZES = [(64, 64), (256, 256), (96, 64)]
 
@@ -38,6 +38,13 @@ def test_frame_equals_file(tmp_path):
     np.testing.assert_array_equal(preprocess(np.stack([frame, frame]), (64, 64)), np.concatenate([from_file] * 2))
     np.testing.assert_array_equal(preprocess([frame, tmp_path / "frame.png"], (64, 64))[1], from_file[0])
     np.testing.assert_allclose(from_file[0], _eval_side(tmp_path / "frame.png", (64, 64)), rtol=0, atol=1e-6)
+
+
+def test_normalise_in_place_gives_the_same_numbers():
+    rgb = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    out = np.full((3, 24, 32), np.nan, np.float32)
+    assert normalise(rgb, out=out) is out
+    np.testing.assert_array_equal(out, normalise(rgb))
 
 
 def test_modes_are_decoded_as_the_data_stage_does(tmp_path):

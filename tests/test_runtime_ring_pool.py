@@ -54,7 +54,9 @@ def test_nhwc_and_fp16_inputs_give_the_nchw_float32_result(height, width, parts,
     half = generator.standard_normal((3, 5, height, width)).astype(np.float16)
     expected = ring_pool.pool_parts(half.astype(np.float32), parts, "ring", pool)
     assert np.array_equal(ring_pool.pool_parts(half, parts, "ring", pool), expected)
-    assert np.array_equal(ring_pool.pool_parts(half.transpose(0, 2, 3, 1), parts, "ring", pool, layout="nhwc"), expected)
+    assert np.array_equal(
+        ring_pool.pool_parts(half.transpose(0, 2, 3, 1), parts, "ring", pool, layout="nhwc"), expected
+    )
 
 
 def test_resize_taps_equal_torch_bilinear():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import make_university_tree
 
 from lpn_edge.checkpoint import read_checkpoint
 from lpn_edge.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -18,8 +19,6 @@ from lpn_edge.train import train
 from lpn_edge.train.data import EpochBatches
 from lpn_edge.train.recipe import build_optimizer, part_loss
 
-from data_helpers import make_university_tree
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -27,11 +26,12 @@ def world(tmp_path_factory):
 
 
 def tiny_run(epochs=2, **train_fields):
-    train_fields = {"lr_backbone": 0.001, "lr_head": 0.01, "checkpoint_every": 1, **train_fields}
+    train_fields = {"lr_backbone": 0.001, "lr_head": 0.01, "checkpoint_every": 1, "backbone_weights": "none",
+                    **train_fields}
     return RunConfig(
         model=ModelConfig(backbone="resnet18", num_classes=5, image_size=(64, 64), dropout=0.5),
         data=DataConfig(batch_size=4, num_workers=0, epoch="drone", pad=4, use_google=True),
-        train=TrainConfig(epochs=epochs, backbone_weights="none", lr_steps=(1,), **train_fields),
+        train=TrainConfig(epochs=epochs, lr_steps=(1,), **train_fields),
     )
 
 
@@ -86,7 +86,8 @@ def test_sigint_saves_a_loadable_checkpoint_and_exits_cleanly(world, tmp_path):
 
     save_config(tiny_run(200), config)
     process = subprocess.Popen(
-        [sys.executable, "-m", "lpn_edge.cli", "train", "--config", str(config), "--data", str(world), "--out", str(run)],
+        [sys.executable, "-m", "lpn_edge.cli", "train",
+         "--config", str(config), "--data", str(world), "--out", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "metrics.csv").exists() and process.poll() is None and time.time() < deadline:
@@ -318,7 +319,7 @@ def test_warmup_factor_follows_the_authors_schedule():
     steps_per_epoch, warm_epochs = 3, 2
     factor, expected = 0.1, []
     for epoch in range(4):
-        for step in range(steps_per_epoch):
+        for _ in range(steps_per_epoch):
             if epoch < warm_epochs:
                 factor = min(1.0, factor + 0.9 / (steps_per_epoch * warm_epochs))
                 expected.append(factor)
@@ -417,10 +418,14 @@ def test_missing_images_stay_out_of_the_forward_pass(google_valid):
     generator = torch.Generator().manual_seed(1)
     labels = torch.tensor([0, 1, 2, 3])
     ground_valid, google_valid = torch.tensor([True, False, True, True]), torch.tensor(google_valid)
-    images = {view: torch.randn(4, 3, 64, 64, generator=generator) for view in ("satellite", "drone", "ground", "google")}
+    images = {
+        view: torch.randn(4, 3, 64, 64, generator=generator) for view in ("satellite", "drone", "ground", "google")
+    }
     batch = {"label": labels, "satellite": images["satellite"], "drone": images["drone"],
-             "ground": torch.where(ground_valid[:, None, None, None], images["ground"], 0.0), "ground_valid": ground_valid,
-             "google": torch.where(google_valid[:, None, None, None], images["google"], 0.0), "google_valid": google_valid}
+             "ground": torch.where(ground_valid[:, None, None, None], images["ground"], 0.0),
+             "ground_valid": ground_valid,
+             "google": torch.where(google_valid[:, None, None, None], images["google"], 0.0),
+             "google_valid": google_valid}
 
     def sgd_step(net, loss):
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -453,3 +458,106 @@ def test_bad_data_leaves_no_run_directory(tmp_path):
     with pytest.raises(LpnEdgeError, match="no University-1652 training data"):
         train(tiny_run(1), tmp_path / "nowhere", tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_same_command(world, tmp_path):
+    """Weights that cannot be read fail the start after config.yaml is written; once they can be read, the same
+    command (no --force) trains in the same directory. Foreign files still make it refuse."""
+    weights_file = tmp_path / "resnet18.pth"
+    weights_file.write_bytes(b"not a state_dict")
+    config, run = tiny_run(1, backbone_weights=str(weights_file)), tmp_path / "run"
+    with pytest.raises(LpnEdgeError, match="cannot read backbone weights"):
+        train(config, world, run, progress=False)
+    assert (run / "config.yaml").is_file() and not (run / "last.pt").exists()  # what the failed start left
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), weights_file)
+    result = train(config, world, run, progress=False)
+    assert result.model is not None and read_checkpoint(result.model)["epoch"] == 1
+    assert (run / "metrics.csv").read_text().count("\n") == 2  # header + the one epoch of this run
+    assert not (run / ".lock").exists()  # released with the run
+    # a directory that holds anything but lpn-edge's own files, or a checkpoint, is somebody's: refused as before
+    from lpn_edge.train import run_dir
+
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "config.yaml").write_text("model: {}\n")
+    (stub / "tensorboard").mkdir()
+    (stub / "tensorboard" / "events.out.tfevents.1.host.2.0").write_bytes(b"")
+    assert run_dir.failed_start(stub)
+    with pytest.raises(LpnEdgeError, match="before its first checkpoint.*--out"):  # --resume says what to do
+        train(None, world, stub, resume=True, progress=False)
+    (stub / "notes.txt").write_text("precious")
+    with pytest.raises(LpnEdgeError, match="not empty"):
+        run_dir.check_new_run(stub, force=False)
+    (stub / "notes.txt").unlink()
+    lock = run_dir.hold_lock(stub)  # a run still starting in it (a live process holds the lock): not a failed start
+    try:
+        assert not run_dir.failed_start(stub)
+        with pytest.raises(LpnEdgeError, match="not empty"):
+            run_dir.check_new_run(stub, force=False)
+    finally:
+        lock.release()
+    assert not (stub / ".lock").exists()
+    run_dir.prepare_new_run(stub, force=False)
+    assert list(stub.iterdir()) == []
+
+
+def _rows(run):
+    import csv
+
+    with open(run / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_resume_inside_an_epoch_records_the_whole_epoch(world, tmp_path):
+    straight = train(tiny_run(2), world, tmp_path / "straight", progress=False)
+    stopped = train(tiny_run(2), world, tmp_path / "stopped", progress=False, max_steps=5)  # 4 steps/epoch: epoch 2
+    assert read_checkpoint(stopped.checkpoint)["step"] == 1
+    train(None, world, tmp_path / "stopped", resume=True, progress=False)
+    expected, got = _rows(tmp_path / "straight"), _rows(tmp_path / "stopped")
+    assert [row["epoch"] for row in got] == ["1", "2"] and straight.history[-1]["epoch"] == 2
+    for want, have in zip(expected, got):
+        assert int(have["images"]) == int(want["images"])
+        for key in ("loss", "accuracy"):
+            assert float(have[key]) == pytest.approx(float(want[key]), rel=1e-6, abs=1e-9), key
+        assert float(have["seconds"]) > 0
+
+
+def test_progress_goes_to_a_callback_after_every_step(world, tmp_path):
+    calls, lines = [], []
+    result = train(tiny_run(2), world, tmp_path / "run", progress=calls.append, say=lines.append)
+    assert result.model is not None
+    steps = 4  # 15 drone items in batches of 4
+    assert [(p.epoch, p.step) for p in calls] == [(e, s) for e in (1, 2) for s in range(1, steps + 1)]
+    assert all(p.epochs == 2 and p.steps == steps and p.images_per_s > 0 and p.loss > 0 for p in calls)
+    assert [p.epoch_done for p in calls].count(True) == 2 and calls[-1].epoch_done and calls[-1].eta_s == 0
+    assert calls[0].eta_s > calls[steps].eta_s > 0  # the time left shrinks as the run goes on
+    assert any(line.startswith("training 3-view LPN") for line in lines)  # messages through `say`, not print
+    # ... and a resumed epoch counts its steps from where it stopped
+    train(tiny_run(2), world, tmp_path / "stopped", progress=False, max_steps=5)
+    resumed = []
+    train(None, world, tmp_path / "stopped", resume=True, progress=resumed.append)
+    assert [(p.epoch, p.step) for p in resumed] == [(2, s) for s in range(2, steps + 1)]
+
+
+def test_progress_printer_says_one_line_per_interval_and_one_per_epoch_end():
+    from lpn_edge.train import ProgressPrinter, TrainProgress
+
+    now, lines = [0.0], []
+    printer = ProgressPrinter(lines.append, interval=10.0, clock=lambda: now[0])
+
+    def at(t, step, steps=100, epoch=1):
+        now[0] = t
+        printer(TrainProgress(epoch=epoch, epochs=3, step=step, steps=steps, images_per_s=33.3, eta_s=125.0,
+                              loss=2.5, accuracy=0.1))
+
+    for second in range(35):  # one step a second
+        at(float(second), second + 1)
+    assert len(lines) == 3  # at 10, 20 and 30 s: never two lines within 10 s
+    assert lines[0] == "epoch 1/3, step 11/100: loss 2.500, 33.3 img/s, about 2 min 05 s left"
+    at(35.5, 100)  # the epoch's end is always said
+    at(36.0, 1, epoch=2)  # ... and restarts the interval
+    assert len(lines) == 4 and "step 100/100" in lines[-1]
+    at(46.0, 11, epoch=2)
+    assert len(lines) == 5 and lines[-1].startswith("epoch 2/3, step 11/100")

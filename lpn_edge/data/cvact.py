@@ -77,7 +77,7 @@ def _mat_split_keys(mat: Path, split: str) -> list[str]:
         ) from None
     try:
         data = loadmat(str(mat))
-    except Exception as exc:  # scipy raises ValueError, MatReadError, OSError, ... for a bad file
+    except Exception as exc:  # noqa: BLE001 - scipy raises ValueError, MatReadError, OSError, ... for a bad file
         raise LpnEdgeError(f"cannot read {mat} as a MATLAB file: {exc}") from None
     struct, field = MAT_SPLITS[split]
     try:

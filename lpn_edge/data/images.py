@@ -18,10 +18,18 @@ from pathlib import Path
 from PIL import Image
 
 from lpn_edge.errors import LpnEdgeError
-# Decoding and the ImageNet constants are the runtime's (one definition, torch-free); re-exported here.
-from lpn_edge.runtime.preprocessing import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401
-                                            UnreadableImage, describe_failure, is_image_file, load_rgb, to_rgb)
 
+# Decoding and the ImageNet constants are the runtime's (one definition, torch-free); re-exported here.
+from lpn_edge.runtime.preprocessing import (  # noqa: F401
+    IMAGE_EXTENSIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    UnreadableImage,
+    describe_failure,
+    is_image_file,
+    load_rgb,
+    to_rgb,
+)
 
 # How many bad files a warning names before it only counts the rest.
 _NAMED_IN_WARNING = 5
@@ -40,7 +48,7 @@ def check_image(path: str | Path) -> None:
             if image.format == "JPEG":
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise UnreadableImage(path, describe_failure(path, exc)) from None
 
 

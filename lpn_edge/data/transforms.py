@@ -12,11 +12,10 @@ from collections.abc import Sequence
 
 from PIL import Image
 from torchvision import transforms as T
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as F
+from torchvision.transforms import InterpolationMode, functional as F
 
-from lpn_edge.runtime.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.runtime.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 SHIFT_FILLS = ("reflect", "constant", "edge", "symmetric")
 

@@ -209,7 +209,7 @@ def _check_views(views: tuple[str, ...], epoch: str) -> None:
 
 
 def _warn_foreign_classes(folders: Mapping[str, ClassFolder], class_to_index: Mapping[str, int]) -> None:
-    for view, folder in folders.items():
+    for folder in folders.values():
         foreign = [name for name in folder.classes if name not in class_to_index]
         if foreign:
             warnings.warn(

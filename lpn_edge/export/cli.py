@@ -7,7 +7,6 @@ with `app.command("export")(friendly_errors(export_command))`.
 """
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,13 +21,13 @@ def export_command(
     pt2: bool = typer.Option(False, FORMATS["pt2"].flag, help=FORMATS["pt2"].help),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 TensorRT engine."),
     int8: bool = typer.Option(False, "--int8", help="int8: Q/DQ ONNX and/or int8 engine; needs --calib."),
-    calib: Optional[Path] = typer.Option(DEFAULTS.calib, OPTION_FLAGS["calib"],
+    calib: Path | None = typer.Option(DEFAULTS.calib, OPTION_FLAGS["calib"],
                                          help=f"Folder of >= {MIN_CALIBRATION_IMAGES} calibration images for --int8."),
     view: str = typer.Option(DEFAULTS.view, OPTION_FLAGS["view"],
                              help="View whose embedding is exported: satellite, drone, ground."),
     batch: str = typer.Option(batch_text(DEFAULTS.batch), OPTION_FLAGS["batch"],
                               help="MIN:OPT:MAX batch sizes for the engine profile / pt2 (--trt, --pt2)."),
-    size: Optional[str] = typer.Option(None, OPTION_FLAGS["size"],
+    size: str | None = typer.Option(None, OPTION_FLAGS["size"],
                                        help="Input size H,W in pixels (default: the model's)."),
     split: bool = typer.Option(DEFAULTS.split, OPTION_FLAGS["split"],
                                help="Also write the backbone-only graph and its heads (.npz)."),
@@ -39,7 +38,7 @@ def export_command(
                               help="ONNX opset (>= 17; torch exports the full graph at 18)."),
     workspace_mb: int = typer.Option(DEFAULTS.workspace_mb, OPTION_FLAGS["workspace_mb"],
                                      help="TensorRT builder workspace in MiB (--trt)."),
-    parity_data: Optional[Path] = typer.Option(DEFAULTS.parity_data, OPTION_FLAGS["parity_data"],
+    parity_data: Path | None = typer.Option(DEFAULTS.parity_data, OPTION_FLAGS["parity_data"],
                                                help="Folder of real photos (University-1652 layout: drone/, "
                                                     "satellite/) for a second parity set; default random images only."),
 ):

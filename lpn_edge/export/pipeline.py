@@ -20,8 +20,13 @@ import torch
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export.formats import FORMATS
-from lpn_edge.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, check_against_model, check_modules, \
-    check_options
+from lpn_edge.export.options import (
+    MIN_CALIBRATION_IMAGES,
+    ExportOptions,
+    check_against_model,
+    check_modules,
+    check_options,
+)
 from lpn_edge.export.parity import ParityFigures, ParitySet, calibration_set, compare, parity_sets, require
 from lpn_edge.export.reference import reference_device, run_module
 from lpn_edge.fileio import Staging

@@ -257,7 +257,7 @@ def tile_orthophoto(
             skipped += plan.cols - len(missing)
             if missing:
                 for col, pixels in zip(missing, cut_row(strip, plan, row, missing, size)):
-                    atomic_write(paths[col], lambda tmp: Image.fromarray(pixels).save(
+                    atomic_write(paths[col], lambda tmp, pixels=pixels: Image.fromarray(pixels).save(
                         tmp, format="PNG", compress_level=PNG_COMPRESSION))
                     written += 1
             if progress is not None:

@@ -1,6 +1,7 @@
 """Sequence filter for consecutive frames of one flight: reject impossible jumps among the top-k candidates.
 
-`track` walks the frames in order and keeps an ANCHOR: the last accepted position and the time it was accepted.
+`track` (or `Tracker`, one frame at a time) walks the frames in order and keeps an ANCHOR: the last accepted
+position and the time it was accepted.
 
 1. The first frame with candidates accepts its best-scoring one (status "first"); frames before it have no
    estimate (NaN, status "held").
@@ -53,6 +54,56 @@ def _as_candidates(frame, index: int) -> np.ndarray:
     return array
 
 
+class Tracker:
+    """The rule of `track`, one frame at a time: `step(candidates, time)` returns that frame's (latitude, longitude,
+    choice, status) at once (the rule is causal: a frame's answer depends only on it and the frames before), so a
+    camera loop filters as it flies. `track` is a loop over `step`."""
+
+    def __init__(self, max_speed: float, tolerance: float, patience: int = 3) -> None:
+        if not max_speed > 0:
+            raise LpnEdgeError(f"the maximum speed must be positive (m/s), got {max_speed}")
+        if not tolerance >= 0:
+            raise LpnEdgeError(f"the tolerance must be >= 0 metres, got {tolerance}")
+        if patience < 1:
+            raise LpnEdgeError(f"patience must be at least 1 frame, got {patience}")
+        self.max_speed, self.tolerance, self.patience = float(max_speed), float(tolerance), int(patience)
+        self.anchor: tuple[float, float, float] | None = None  # latitude, longitude, time
+        self.missed = 0
+        self.frames = 0
+        self._last_time = -np.inf
+
+    def step(self, candidates, time: float) -> tuple[float, float, int, str]:
+        """One frame: (latitude, longitude, score) rows (any order) at ``time`` seconds (not before the previous
+        frame's) -> (latitude, longitude, choice, status) as in `Track` (NaN position before the first fix)."""
+        frame = _as_candidates(candidates, self.frames)
+        if time < self._last_time:
+            raise LpnEdgeError("frame times must not decrease")
+        self._last_time = time
+        self.frames += 1
+        picked, state = -1, "held"
+        anchor = self.anchor
+        if anchor is None:
+            if len(frame):
+                picked, state = int(np.argmax(frame[:, 2])), "first"
+        else:
+            reach = self.max_speed * (time - anchor[2]) + self.tolerance
+            if len(frame):
+                distance = haversine_m(anchor[0], anchor[1], frame[:, 0], frame[:, 1])
+                reachable = np.flatnonzero(distance <= reach)
+                if len(reachable):
+                    picked, state = int(reachable[np.argmax(frame[reachable, 2])]), "tracked"
+                elif self.missed + 1 >= self.patience:
+                    picked, state = int(np.argmax(frame[:, 2])), "reset"
+        if picked >= 0:
+            self.anchor = (float(frame[picked, 0]), float(frame[picked, 1]), float(time))
+            self.missed = 0
+        else:
+            self.missed += 1
+        if self.anchor is None:
+            return np.nan, np.nan, picked, state
+        return self.anchor[0], self.anchor[1], picked, state
+
+
 def track(
     candidates: Sequence,
     max_speed: float,
@@ -71,12 +122,7 @@ def track(
         patience: missed frames in a row that reset the track (>= 1).
     """
     frames = [_as_candidates(frame, i) for i, frame in enumerate(candidates)]
-    if not max_speed > 0:
-        raise LpnEdgeError(f"the maximum speed must be positive (m/s), got {max_speed}")
-    if not tolerance >= 0:
-        raise LpnEdgeError(f"the tolerance must be >= 0 metres, got {tolerance}")
-    if patience < 1:
-        raise LpnEdgeError(f"patience must be at least 1 frame, got {patience}")
+    tracker = Tracker(max_speed, tolerance, patience)
     if (times is None) == (frame_interval is None):
         raise LpnEdgeError("give exactly one of the frame times (s) or the frame interval (s)")
     if times is None:
@@ -92,29 +138,7 @@ def track(
     latitude, longitude = np.full(len(frames), np.nan), np.full(len(frames), np.nan)
     choice = np.full(len(frames), -1)
     status: list[str] = []
-    anchor: tuple[float, float, float] | None = None  # latitude, longitude, time
-    missed = 0
     for index, (frame, stamp) in enumerate(zip(frames, stamps)):
-        picked, state = -1, "held"
-        if anchor is None:
-            if len(frame):
-                picked, state = int(np.argmax(frame[:, 2])), "first"
-        else:
-            reach = max_speed * (stamp - anchor[2]) + tolerance
-            if len(frame):
-                distance = haversine_m(anchor[0], anchor[1], frame[:, 0], frame[:, 1])
-                reachable = np.flatnonzero(distance <= reach)
-                if len(reachable):
-                    picked, state = int(reachable[np.argmax(frame[reachable, 2])]), "tracked"
-                elif missed + 1 >= patience:
-                    picked, state = int(np.argmax(frame[:, 2])), "reset"
-        if picked >= 0:
-            anchor = (float(frame[picked, 0]), float(frame[picked, 1]), float(stamp))
-            missed = 0
-        else:
-            missed += 1
-        if anchor is not None:
-            latitude[index], longitude[index] = anchor[0], anchor[1]
-        choice[index] = picked
+        latitude[index], longitude[index], choice[index], state = tracker.step(frame, float(stamp))
         status.append(state)
     return Track(latitude, longitude, choice, status)

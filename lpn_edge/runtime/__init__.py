@@ -18,6 +18,8 @@ the export stage imports this package to write what it reads, never the reverse.
     index_build     streaming, resumable gallery builds
     matching        exact top-k by inner product in numpy and FAISS, one tie rule (the GPU one in cuda_kernels)
     match_engines   open_matcher: the numpy, FAISS or GPU engine behind one search()
+    frames          the frames of `locate`: image files, folders, video (PyAV); undecodable frames named, skipped
+    localize        Localizer: frame -> top-k tiles + position estimate over one or several gallery indexes
 The `.pt` / `.pt2` workstation encoders import torch and live outside, in `lpn_edge.torch_encoders`.
 Nothing is imported here: `import lpn_edge.runtime.preprocessing` costs numpy and Pillow only.
 """

@@ -316,8 +316,7 @@ def import_cuda_python() -> tuple[Any, Any]:
     try:
         from cuda.bindings import driver, nvrtc
     except ImportError:
-        from cuda import cuda as driver
-        from cuda import nvrtc
+        from cuda import cuda as driver, nvrtc
     return driver, nvrtc
 
 

@@ -23,6 +23,7 @@ corrupted file is refused with one LpnEdgeError naming it. Writes are atomic (te
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -197,7 +198,7 @@ class GalleryIndex:
 
     @classmethod
     def open(cls, path: str | Path, expect_fingerprint: str | None = None, expect_view: str | None = None,
-             expect_dim: int | None = None, verify: bool = True) -> "GalleryIndex":
+             expect_dim: int | None = None, verify: bool = True) -> GalleryIndex:
         """Open and check an index (see the module doc). `expect_*`: what the caller's model produces; a gallery of
         another model, view or dimension is refused with one line naming both fingerprints. `verify=False` skips
         the checksum (sizes and structure are always checked)."""
@@ -281,12 +282,10 @@ class GalleryIndex:
         """Release the memory map (arrays taken from this index must not be used afterwards)."""
         for name in ("embeddings", "latitude", "longitude", "positions", "_id_offsets", "_id_bytes"):
             setattr(self, name, None)
-        try:
+        with contextlib.suppress(BufferError):  # an array view is still alive elsewhere: the map closes when it goes
             self._mmap.close()
-        except BufferError:  # an array view is still alive elsewhere: the map closes when it goes
-            pass
 
-    def __enter__(self) -> "GalleryIndex":
+    def __enter__(self) -> GalleryIndex:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,8 +7,11 @@ libraries) is an LpnEdgeError, never a silent CPU run. `OnnxRunner.providers` re
 actually uses (`InferenceSession.get_providers()`), and `backend` names them for parity figures
 ("onnxruntime-cpu").
 
-Session options: every graph optimisation (ORT_ENABLE_ALL), `threads` intra-op threads (default: the physical
-cores this process may run on, `physical_cores`). GPU providers run through IO binding (`run_bound`): per batch size
+Session options (`cpu_session_options`): every graph optimisation (ORT_ENABLE_ALL), `threads` intra-op threads
+(default: the physical cores this process may run on, `physical_cores`); a thread count the caller gives also turns
+intra-op spinning off, which costs nothing measurable on an idle machine and keeps a busy one usable (spinning
+workers burn the cores other processes need; BENCHMARKS.md "ONNX Runtime session options" has the measurements,
+README "Running beside other work" the advice). GPU providers run through IO binding (`run_bound`): per batch size
 one input and one output OrtValue on the device, bound once and reused, so a call copies the frames in and the
 result out and allocates nothing on the device; `run_bound` hands the device-resident output to a caller that keeps
 working on the GPU (the split encoder's ring-pool kernel).
@@ -59,6 +62,26 @@ def physical_cores() -> int:
     return max(1, min(allowed, len(cores) or allowed))
 
 
+def cpu_session_options(threads: int | None = None, spinning: bool | None = None):
+    """`onnxruntime.SessionOptions` for lpn-edge graphs: every graph optimisation (constant folding, Conv+BatchNorm
+    and Conv+ReLU fusion, the NCHWc layout on x86), one graph at a time (sequential execution, one inter-op thread)
+    and `threads` intra-op threads (None: `physical_cores()`). `spinning` (default: off when `threads` is given) lets
+    idle intra-op workers busy-wait for the next kernel."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None and int(threads) < 1:
+        raise LpnEdgeError(f"threads must be at least 1, got {threads}")
+    options.intra_op_num_threads = int(threads) if threads else physical_cores()
+    if spinning is None:
+        spinning = threads is None
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 def provider_names(providers: Sequence[str]) -> list[str]:
     """("cuda", "cpu") -> ["CUDAExecutionProvider", "CPUExecutionProvider"]; LpnEdgeError for an unknown name or
     one this onnxruntime build does not have (said with what it does have and how to get the missing one)."""
@@ -85,7 +108,7 @@ class OnnxRunner:
     """One ONNX Runtime session over a graph with one input and one output (an lpn-edge export).
 
     `run((N, 3, H, W) float32) -> (N, ...)` float32, in chunks of `batch` rows; `threads` intra-op threads
-    (None: `physical_cores()`).
+    (None: `physical_cores()`; see `cpu_session_options`).
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("cpu",), batch: int = BATCH,
@@ -96,11 +119,8 @@ class OnnxRunner:
         if self.batch < 1:
             raise LpnEdgeError(f"batch must be >= 1; got {batch}")
         wanted = provider_names(providers)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = int(threads) if threads else physical_cores()
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+            self.session = ort.InferenceSession(str(self.path), cpu_session_options(threads), providers=wanted)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes for unloadable graphs
             raise LpnEdgeError(f"ONNX Runtime cannot load {self.path.name} ({type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0][:200]})") from None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,7 +29,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Lower-case suffixes treated as images; everything else in a folder is ignored (README, .DS_Store, ...).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
-ImageInput = Union[str, os.PathLike, np.ndarray]  # a file, or an (H, W, 3) uint8 RGB frame
+ImageInput = str | os.PathLike | np.ndarray  # a file, or an (H, W, 3) uint8 RGB frame
 
 
 class UnreadableImage(LpnEdgeError):
@@ -73,11 +72,21 @@ def resize(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC), np.uint8)
 
 
-def normalise(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32: /255, minus the ImageNet mean, divided by its std (all float32)."""
-    mean = np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
-    std = np.asarray(IMAGENET_STD, np.float32)[:, None, None]
-    return (np.asarray(rgb, np.float32).transpose(2, 0, 1) / np.float32(255.0) - mean) / std
+_MEAN = np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
+_STD = np.asarray(IMAGENET_STD, np.float32)[:, None, None]
+
+
+def normalise(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32: /255, minus the ImageNet mean, divided by its std (all float32).
+
+    `out`: a (3, H, W) float32 array to fill in place (a camera loop allocates nothing); the same numbers."""
+    if out is None:
+        return (np.asarray(rgb, np.float32).transpose(2, 0, 1) / np.float32(255.0) - _MEAN) / _STD
+    np.copyto(out, np.asarray(rgb).transpose(2, 0, 1), casting="unsafe")
+    np.divide(out, np.float32(255.0), out=out)
+    np.subtract(out, _MEAN, out=out)
+    np.divide(out, _STD, out=out)
+    return out
 
 
 def _rgb_image(item: ImageInput) -> Image.Image:
@@ -118,7 +127,7 @@ def load_rgb(path: str | Path) -> Image.Image:
             return to_rgb(image)
     except UnreadableImage:
         raise
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...)
         raise UnreadableImage(path, describe_failure(path, exc)) from None
 
 

@@ -69,7 +69,9 @@ def _strip(length: int, part: int, parts: int) -> tuple[int, int]:
     return (part * length) // parts, ((part + 1) * length + parts - 1) // parts
 
 
-def part_boxes(kind: str, height: int, width: int, parts: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+def part_boxes(
+    kind: str, height: int, width: int, parts: int
+) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
     """Per part, ((y0, y1, x0, x1) outer box, (y0, y1, x0, x1) inner box) on the pooled grid; the part is the outer
     box minus the inner one (inner empty, y0 == y1, for the centre ring and strips). Same as `lpn_part_boxes`."""
     h2, w2 = grid_size(kind, height, width, parts)
@@ -105,7 +107,9 @@ def part_masks(kind: str, height: int, width: int, parts: int) -> tuple[np.ndarr
     return masks, areas
 
 
-def resize_taps(in_len: int, out_len: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def resize_taps(
+    in_len: int, out_len: int, align_corners: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Source taps of a bilinear resize along one axis, float32 arithmetic as torch's CPU upsample_bilinear2d.
 
     Returns (i0, i1) int64 and (w0, w1) float32 arrays of length out_len: out[j] = w0[j] * in[i0[j]] + w1[j] *
@@ -192,7 +196,11 @@ def pool_parts(feature_map: np.ndarray, parts: int, kind: str = "ring", pool: st
 def check_heads(weight: np.ndarray, bias: np.ndarray, in_channels: int | None = None) -> tuple[int, int, int]:
     """(n, B, C_out) of valid folded heads; an LpnEdgeError naming the shapes otherwise."""
     weight, bias = np.asarray(weight), np.asarray(bias)
-    if weight.ndim != 3 or bias.shape != weight.shape[:2] or (in_channels is not None and weight.shape[2] != in_channels):
+    if (
+        weight.ndim != 3
+        or bias.shape != weight.shape[:2]
+        or (in_channels is not None and weight.shape[2] != in_channels)
+    ):
         expected = f"(n, B, {in_channels})" if in_channels is not None else "(n, B, C)"
         raise LpnEdgeError(f"heads of shapes weight {weight.shape}, bias {bias.shape} do not fit; expected weight "
                            f"{expected} and bias (n, B)")

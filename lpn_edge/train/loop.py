@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,44 +129,106 @@ def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool)
     return moved
 
 
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where a run stands: handed to a `progress` callback after every optimiser step (rank 0 only)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # optimiser steps done in this epoch, 1..steps (steps before a resume included)
+    steps: int  # steps of this epoch
+    images_per_s: float  # over all processes, since this call started the epoch
+    eta_s: float  # estimated seconds left for the whole run (later epochs assumed as long as this one)
+    loss: float  # the epoch's mean training loss so far
+    accuracy: float  # the epoch's training accuracy so far (satellite and drone)
+
+    @property
+    def epoch_done(self) -> bool:
+        return self.step >= self.steps
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class ProgressPrinter:
+    """A `progress` callback that says one line at most every `interval` seconds, and one at the end of each epoch.
+
+    `clock` (seconds, monotonic) is a parameter so that the rate limit can be tested without waiting.
+    """
+
+    def __init__(self, say: Callable[[str], None], interval: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic, prefix: str = "") -> None:
+        self.say, self.interval, self.clock, self.prefix = say, interval, clock, prefix
+        self.last = clock()  # the first line comes `interval` after the printer was made, or at an epoch's end
+
+    def __call__(self, progress: TrainProgress) -> None:
+        now = self.clock()
+        if not progress.epoch_done and now - self.last < self.interval:
+            return
+        self.last = now
+        self.say(f"{self.prefix}epoch {progress.epoch}/{progress.epochs}, step {progress.step}/{progress.steps}: "
+                 f"loss {progress.loss:.3f}, {progress.images_per_s:.1f} img/s, "
+                 f"about {format_duration(progress.eta_s)} left")
+
+
+ProgressOption = bool | Callable[[TrainProgress], None]
+
+
 def train(config: RunConfig | None, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
-          force: bool = False, device: str | None = None, progress: bool = True,
-          max_steps: int | None = None) -> TrainResult:
+          force: bool = False, device: str | None = None, progress: ProgressOption = True,
+          max_steps: int | None = None, say: Callable[[str], None] | None = None) -> TrainResult:
     """Train an LPN; `resume=True` continues the run in `out_dir` exactly where its last checkpoint stopped (then
     `config` may be None, or only change train.epochs).
 
+    `progress`: True for a progress bar per epoch (tqdm, on stderr), False for none, or a callable that receives a
+    `TrainProgress` after every step (`ProgressPrinter(say)` makes it a line every 10 seconds). `say` receives the
+    run's messages (what is trained where, a stop, settings taken from the data), one line each; None: silent.
     `max_steps` stops (and checkpoints) after that many optimiser steps in this call: for tests and smoke runs.
     """
     out_dir = Path(out_dir)
+    say = say or (lambda line: None)
     dist = distributed.setup(device)
     # Signals are caught from here to the end, teardown included: with several processes a rank that gets one later
     # (torchrun stops the others when the first exits) still finishes cleanly.
     with graceful_stop(escalate=dist.world == 1) as stop:
+        locks: list = []
         try:
-            return _train(config, data_dir, out_dir, resume, force, progress, max_steps, dist, stop)
+            return _train(config, data_dir, out_dir, resume, force, progress, max_steps, dist, stop, say, locks)
         finally:
+            for lock in locks:
+                lock.release()
             distributed.teardown(dist)
 
 
-def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress: bool, max_steps: int | None, dist,
-           stop) -> TrainResult:
-    config, state, dataset = _prepare(config, data_dir, out_dir, resume, force, dist)
+def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress: ProgressOption,
+           max_steps: int | None, dist, stop, say: Callable[[str], None], locks: list) -> TrainResult:
+    config, state, dataset = _prepare(config, data_dir, out_dir, resume, force, dist, say, locks)
     if state:
         _check_resumable_world(state, dist.world, out_dir / runs.LAST)
     setup = _Setup.build(config, state, dist, dataset)
     start_epoch, start_step = (int(state["epoch"]), int(state.get("step", 0))) if state else (0, 0)
     log = runs.MetricsLog(out_dir, start_epoch) if dist.is_main else None
     if dist.is_main:
-        print(f"training {config.model.views}-view LPN ({config.model.backbone}, {config.model.parts} parts) on "
-              f"{dist.device} x{dist.world}, {setup.precision.name}, {len(dataset)} items/epoch, epochs "
-              f"{start_epoch + 1}..{config.train.epochs}" + (f" (resuming at step {start_step})" if start_step else ""))
+        say(f"training {config.model.views}-view LPN ({config.model.backbone}, {config.model.parts} parts) on "
+            f"{dist.device} x{dist.world}, {setup.precision.name}, {len(dataset)} items/epoch, epochs "
+            f"{start_epoch + 1}..{config.train.epochs}" + (f" (resuming at step {start_step})" if start_step else ""))
+    report = None
+    if dist.is_main and callable(progress):
+        report = _Reporter(progress, config.train.epochs, dist.world)
 
-    def checkpoint(epoch: int, step: int, metrics: dict) -> None:
+    def checkpoint(epoch: int, step: int, metrics: dict, partial: EpochTally | None = None) -> None:
         """Every rank calls this: rank 0 saves every rank's RNG state; nobody goes on before the file is written."""
         rng = distributed.gather_to_main(dist, rng_state(dist.device))
         if dist.is_main:
+            extra = {"partial": asdict(partial)} if partial is not None else {}
             save_checkpoint(out_dir / runs.LAST, setup.module, config, epoch=epoch, metrics=metrics, step=step,
-                            rng=rng, **setup.state_dicts())
+                            rng=rng, **extra, **setup.state_dicts())
         distributed.barrier(dist)
 
     steps_run, stopped_by, metrics, epoch = 0, None, {}, start_epoch
@@ -173,22 +236,25 @@ def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress:
     try:
         for epoch in range(start_epoch, config.train.epochs):
             skip = start_step if epoch == start_epoch else 0
+            carried = EpochTally()
             if skip and state and "rng" in state:
                 restore_rng(state["rng"], dist.rank, dist.device)
+                # the figures of the epoch's steps before the stop (summed over ranks: rank 0 carries them)
+                if dist.is_main and state.get("partial"):
+                    carried = EpochTally(**state["partial"])
             else:
                 seed_epoch(config.train.seed, epoch, dist.rank)
             loader, total = _epoch_loader(dataset, config, dist, epoch, skip)
-            outcome = _run_epoch(setup, loader, dist, stop, epoch, total, skip, progress and dist.is_main,
-                                 None if max_steps is None else max_steps - steps_run)
-            epoch_steps = outcome.pop("steps")
-            steps_run += epoch_steps
-            stopped_inside = outcome.pop("stopped")
-            if stopped_inside:
-                stopped_by = stopped_inside
-                checkpoint(epoch, skip + epoch_steps, metrics)
+            outcome = _run_epoch(setup, loader, dist, stop, epoch, total, skip, progress is True and dist.is_main,
+                                 None if max_steps is None else max_steps - steps_run, carried, report)
+            steps_run += outcome.steps
+            if outcome.stopped:
+                stopped_by = outcome.stopped
+                checkpoint(epoch, skip + outcome.steps, metrics, outcome.tally)
                 break
             setup.scheduler.step()
-            metrics = {**outcome, "epoch": epoch + 1, "lr_backbone": setup.optimizer.param_groups[0]["lr"],
+            metrics = {**outcome.tally.figures(), "epoch": epoch + 1,
+                       "lr_backbone": setup.optimizer.param_groups[0]["lr"],
                        "lr_heads": setup.optimizer.param_groups[1]["lr"]}
             out_of_steps = max_steps is not None and steps_run >= max_steps
             # One decision for all ranks, from the agreed value only: a signal landing after the all-reduce waits for
@@ -212,18 +278,21 @@ def _train(config, data_dir, out_dir: Path, resume: bool, force: bool, progress:
     if stopped_by is None and dist.is_main:
         final = save_checkpoint(out_dir / runs.FINAL, setup.module, config, epoch=config.train.epochs, metrics=metrics)
     if stopped_by and dist.is_main:
-        print(f"stopped by {stopped_by}: checkpoint saved to {out_dir / runs.LAST}; continue with "
-              f"`lpn-edge train --resume {out_dir}`" + (f" (under torchrun, {dist.world} processes)"
-                                                         if dist.world > 1 else ""))
+        say(f"stopped by {stopped_by}: checkpoint saved to {out_dir / runs.LAST}; continue with "
+            f"`lpn-edge train --resume {out_dir}`" + (f" (under torchrun, {dist.world} processes)"
+                                                       if dist.world > 1 else ""))
     epochs_done = config.train.epochs if stopped_by is None else epoch  # epochs completed before the stop
     return TrainResult(out_dir, out_dir / runs.LAST, final, epochs_done, stopped_by, history)
 
 
-def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, force: bool, dist):
-    """The run's config (the checkpoint's when resuming), its saved state, and its dataset."""
+def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, force: bool, dist,
+             say: Callable[[str], None], locks: list):
+    """The run's config (the checkpoint's when resuming), its saved state, and its dataset. Rank 0 appends the run
+    directory's lock (an open file) to `locks`."""
     state = None
     if resume:
         ckpt_path = runs.resumable_checkpoint(out_dir)
+        distributed.on_main(dist, lambda: locks.append(runs.hold_lock(out_dir)))
         state = read_checkpoint(ckpt_path)
         stored = checkpoint_config(state, ckpt_path)
         config = stored.replace(_train_overrides(config), "resume overrides") if config is not None else stored
@@ -236,12 +305,13 @@ def _prepare(config: RunConfig | None, data_dir, out_dir: Path, resume: bool, fo
             raise LpnEdgeError(f"the data under {data_dir} has {dataset.num_classes} classes but the run being resumed "
                                f"was trained with {config.model.num_classes}")
         if dist.is_main:
-            print(f"model.num_classes: {dataset.num_classes} (from the data; the config said "
-                  f"{config.model.num_classes})")
+            say(f"model.num_classes: {dataset.num_classes} (from the data; the config said "
+                f"{config.model.num_classes})")
         config = config.replace({"model.num_classes": dataset.num_classes})
     if not resume:
         def create() -> None:
             runs.prepare_new_run(out_dir, force)  # only once the data is known to be usable
+            locks.append(runs.hold_lock(out_dir))
             save_config(config, out_dir / runs.CONFIG)
 
         distributed.on_main(dist, create)  # the other ranks wait until the directory exists
@@ -355,15 +425,59 @@ def _train_overrides(config: RunConfig) -> dict[str, Any]:
     return {"train.epochs": config.train.epochs}
 
 
+@dataclass
+class EpochTally:
+    """An epoch's running sums; a checkpoint inside an epoch keeps them (`partial`) so that the resumed epoch's row
+    in metrics.csv covers the whole epoch."""
+
+    loss_sum: float = 0.0  # sum over items of the batch loss
+    items: int = 0
+    correct: int = 0  # satellite and drone predictions that were right
+    seen: int = 0  # satellite and drone predictions made
+    images: int = 0  # images through a trunk
+    seconds: float = 0.0  # training time of the epoch's earlier parts (before a stop)
+
+    def figures(self) -> dict[str, float | int]:
+        return {"loss": self.loss_sum / max(1, self.items), "accuracy": self.correct / max(1, self.seen),
+                "images": int(self.images), "seconds": round(self.seconds, 3),
+                "images_per_s": self.images / max(self.seconds, 1e-9)}
+
+
+@dataclass
+class _EpochOutcome:
+    steps: int  # optimiser steps in this call
+    stopped: str | None  # what stopped it inside the epoch: a signal name, "max_steps", or None
+    tally: EpochTally  # the whole epoch's sums over every rank (earlier parts included)
+
+
+class _Reporter:
+    """Turns the loop's counters into `TrainProgress` for a callback; the ETA uses the pace of this call."""
+
+    def __init__(self, callback: Callable[[TrainProgress], None], epochs: int, world: int) -> None:
+        self.callback, self.epochs, self.world = callback, epochs, world
+
+    def __call__(self, epoch: int, step: int, steps: int, steps_here: int, images_here: int, elapsed: float,
+                 tally: EpochTally) -> None:
+        per_step = elapsed / max(1, steps_here)
+        left = (steps - step) + (self.epochs - epoch - 1) * steps
+        self.callback(TrainProgress(
+            epoch=epoch + 1, epochs=self.epochs, step=step, steps=steps,
+            # batches are dealt evenly to the ranks: rank 0's pace times the number of processes
+            images_per_s=images_here * self.world / max(elapsed, 1e-9), eta_s=left * per_step,
+            loss=tally.loss_sum / max(1, tally.items), accuracy=tally.correct / max(1, tally.seen)))
+
+
 def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int, skip: int, show_progress: bool,
-               steps_left: int | None) -> dict[str, Any]:
-    """Train over the loader's batches; returns steps, what stopped it inside the epoch (a signal name,
-    "max_steps" or None), and loss, accuracy and throughput over all ranks."""
+               steps_left: int | None, carried: EpochTally | None = None,
+               report: _Reporter | None = None) -> _EpochOutcome:
+    """Train over the loader's batches, continuing the sums of the epoch's earlier part (`carried`); returns the
+    steps taken, what stopped it inside the epoch, and the epoch's sums over all ranks."""
     from tqdm import tqdm
 
     model, optimizer, precision = setup.model, setup.optimizer, setup.precision
     model.train()
-    loss_sum, items, correct, seen, images, steps, stopped = 0.0, 0, 0, 0, 0, 0, None
+    tally = EpochTally(**asdict(carried)) if carried is not None else EpochTally()
+    steps, images_here, stopped = 0, 0, None
     started = time.perf_counter()
     bar = tqdm(loader, total=total_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show_progress,
                leave=False, dynamic_ncols=True)
@@ -390,16 +504,20 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
             raise LpnEdgeError(f"training loss became {loss.item() if not finite else 'non-finite on another rank'} "
                                f"at epoch {epoch + 1}: lower the learning rate")
         steps += 1
-        loss_sum += loss.item() * step.items
-        items += step.items
+        tally.loss_sum += loss.item() * step.items
+        tally.items += step.items
         for view in ("satellite", "drone"):
             if view in logits:
-                correct += (part_predictions(logits[view]) == step.labels[view]).sum().item()
-                seen += len(step.labels[view])
-        images += step.images
+                tally.correct += (part_predictions(logits[view]) == step.labels[view]).sum().item()
+                tally.seen += len(step.labels[view])
+        tally.images += step.images
+        images_here += step.images
         elapsed = time.perf_counter() - started
-        bar.set_postfix(loss=f"{loss_sum / items:.3f}", acc=f"{correct / max(1, seen):.3f}",
-                        img_s=f"{images / max(elapsed, 1e-9):.1f}")
+        bar.set_postfix(loss=f"{tally.loss_sum / max(1, tally.items):.3f}",
+                        acc=f"{tally.correct / max(1, tally.seen):.3f}",
+                        img_s=f"{images_here / max(elapsed, 1e-9):.1f}")
+        if report is not None:
+            report(epoch, skip + steps, total_batches, steps, images_here, elapsed, tally)
         # Checked after the step, before the next batch is drawn: the saved RNG state then resumes exactly.
         out_of_steps = steps_left is not None and steps >= steps_left
         if (agreed or out_of_steps) and skip + steps < total_batches:
@@ -407,7 +525,8 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
             break
     bar.close()
     # The epoch's figures over every rank's batches (each rank counted only its own share).
-    loss_sum, items, correct, seen, images = distributed.sum_over_ranks(dist, [loss_sum, items, correct, seen, images])
-    elapsed = time.perf_counter() - started
-    return {"steps": steps, "stopped": stopped, "loss": loss_sum / max(1, items), "accuracy": correct / max(1, seen),
-            "images": int(images), "seconds": round(elapsed, 3), "images_per_s": images / max(elapsed, 1e-9)}
+    summed = distributed.sum_over_ranks(dist, [tally.loss_sum, tally.items, tally.correct, tally.seen, tally.images])
+    loss_sum, items, correct, seen, images = summed
+    seconds = tally.seconds + time.perf_counter() - started
+    return _EpochOutcome(steps, stopped, EpochTally(float(loss_sum), int(items), int(correct), int(seen), int(images),
+                                                    seconds))

@@ -148,8 +148,8 @@ def synth_flight(
     """Write a synthetic area and a flight over it to ``out_dir`` (see the module docstring).
 
     ``speed`` (m/s) x ``interval`` (s) is the distance between frames; the orthophoto has about ``size / 100 x 1.5``
-    pixels per metre (rounded to a whole number of pixels across the area), so that a 100 m gallery tile cut from it is 1.5 x finer than ``size``, as the synthetic
-    world's satellite tiles are rendered.
+    pixels per metre (rounded to a whole number of pixels across the area), so that a 100 m gallery tile cut from it
+    is 1.5 x finer than ``size``, as the synthetic world's satellite tiles are rendered.
     """
     started = time.perf_counter()
     frames = int(_check("--frames", frames, 1, 100_000))

@@ -127,7 +127,9 @@ def _prepare_output(out: Path, overwrite: bool, marker: str = MARKER, generator:
             raise LpnEdgeError(f"output {out} exists and is not a folder")
         if any(out.iterdir()):
             if not overwrite:
-                raise LpnEdgeError(f"output folder {out} is not empty; choose a new folder or pass --overwrite (overwrite=True)")
+                raise LpnEdgeError(
+                    f"output folder {out} is not empty; choose a new folder or pass --overwrite (overwrite=True)"
+                )
             if not (out / marker).is_file():
                 raise LpnEdgeError(
                     f"refusing to overwrite {out}: it is not empty and was not written by {generator} "

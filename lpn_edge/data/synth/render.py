@@ -182,7 +182,9 @@ class Scene:
         self.solids = [_prepare_building(b) for b in hood.buildings]
         for tree in hood.trees:
             crown = (tree.radius, np.asarray(tree.color, np.float32))
-            self.solids.append(_Solid(np.array([tree.x, tree.y, tree.height - tree.radius]), tree.radius, [], [], crown))
+            self.solids.append(
+                _Solid(np.array([tree.x, tree.y, tree.height - tree.radius]), tree.radius, [], [], crown)
+            )
 
 
 class _Painter:

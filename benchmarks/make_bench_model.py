@@ -1,0 +1,171 @@
+"""Write the benchmark subject: a random-weight LPN checkpoint with realistic BatchNorm statistics, and optionally
+its ONNX exports (fp32, and int8 Q/DQ calibrated on real photos when ../shared/data/u1652-mosaic is there).
+
+    python benchmarks/make_bench_model.py --out /tmp/bw                       # ResNet-50, stride 1, 4 parts, 256 px
+    python benchmarks/make_bench_model.py --out /tmp/bw --onnx --int8         # + bench-drone.onnx, .int8.onnx
+
+Random weights time exactly like trained ones, but they make a poor subject for int8 accuracy figures: with the
+identity BatchNorm statistics of a fresh model every image gets nearly the same embedding and the activations have
+no realistic range. So every BatchNorm gets a random scale/shift and running statistics measured on sample images
+(as training would), like the export tests' fixture (tests/test_export_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lpn_edge.checkpoint import save_checkpoint
+from lpn_edge.config import ModelConfig, RunConfig, TrainConfig
+from lpn_edge.model import build_model
+from lpn_edge.runtime.preprocessing import find_images, preprocess
+
+REAL_DATA = Path(os.environ.get("LPN_EDGE_MOSAIC") or Path(__file__).resolve().parents[2] / "shared/data/u1652-mosaic")
+if not (REAL_DATA / "drone").is_dir():
+    REAL_DATA = Path("/work/shared/data/u1652-mosaic")
+
+
+def sample_images(size: tuple[int, int], count: int, offset: int = 0) -> torch.Tensor:
+    """`count` preprocessed images: real drone + satellite photos when the mosaic is present, else noise."""
+    if (REAL_DATA / "drone").is_dir():
+        half = count // 2
+        paths = find_images(REAL_DATA / "drone")[offset:offset + half] + \
+            find_images(REAL_DATA / "satellite")[offset:offset + count - half]
+        return torch.from_numpy(preprocess(paths, size))
+    return torch.randn(count, 3, *size, generator=torch.Generator().manual_seed(offset))
+
+
+def make_checkpoint(path: Path, backbone: str = "resnet50", size: tuple[int, int] = (256, 256), parts: int = 4,
+                    stride: int = 1, samples: int = 16, seed: int = 0) -> Path:
+    """A checkpoint whose BatchNorms have random affine parameters and statistics measured on `samples` images."""
+    torch.manual_seed(seed)
+    config = RunConfig(model=ModelConfig(backbone=backbone, stride=stride, parts=parts, image_size=size),
+                       train=TrainConfig(backbone_weights="none"))
+    model = build_model(config.model)
+    generator = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
+            norm.bias.copy_(torch.rand(norm.num_features, generator=generator) * 0.4 - 0.2)
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the sample batches
+        model.train()
+        for batch in sample_images(size, samples, offset=200).split(8):  # ids the accuracy check does not use
+            model({"drone": batch, "ground": batch})
+    for norm in norms:
+        norm.momentum = 0.1
+    return save_checkpoint(path, model.eval(), config)
+
+
+def write_calibration(folder: Path, count: int = 32) -> Path:
+    """`count` JPEGs for int8 calibration (real photos, ids 100+, else smooth random fields)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    real = []
+    if (REAL_DATA / "drone").is_dir():
+        half = count // 2
+        real = find_images(REAL_DATA / "drone")[100:100 + count - half] + \
+            find_images(REAL_DATA / "satellite")[100:100 + half]
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        if i < len(real):
+            Image.open(real[i]).convert("RGB").save(folder / f"{i:03d}.jpg")
+        else:
+            coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(coarse).resize((128, 128), Image.Resampling.BICUBIC).save(folder / f"{i:03d}.jpg")
+    return folder
+
+
+def write_ort_int8(source: Path, destination: Path, calib_folder: Path, size: tuple[int, int]) -> Path:
+    """int8 for ONNX Runtime's CPU provider: BatchNorm folded (lpn_edge.export.quantize.fold_batch_norms), then
+    onnxruntime.quantization.quantize_static in QDQ format (uint8 asymmetric activations, int8 per-channel weights,
+    min-max calibration on the calibration images) on Conv, Add, Relu and MaxPool: Q/DQ on both sides of every
+    Conv, which ONNX Runtime fuses into QLinearConv / QLinearAdd (the metadata of the source is kept)."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from lpn_edge.export.calibration import calibration_images
+    from lpn_edge.export.quantize import fold_batch_norms
+
+    model = onnx.load(str(source))
+    fold_batch_norms(model)
+    images = calibration_images(calib_folder, size, 32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(images.batches(1))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folded = Path(tmp) / "folded.onnx"
+        onnx.save(model, str(folded))
+        quantize_static(str(folded), str(destination), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        op_types_to_quantize=["Conv", "Add", "MaxPool", "Relu"])
+    from lpn_edge.export.onnx_graph import rewrite_onnx_metadata
+    from lpn_edge.runtime.artifact import read_onnx_metadata
+
+    rewrite_onnx_metadata(destination, {**read_onnx_metadata(source), "precision": "int8",
+                                        "quantization": "onnxruntime.quantization QDQ, BatchNorm folded"})
+    print(f"wrote {destination} (ONNX Runtime CPU int8 placement)", file=sys.stderr)
+    return destination
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--name", default="bench")
+    parser.add_argument("--onnx", action="store_true", help="also export the drone view to ONNX fp32")
+    parser.add_argument("--int8", action="store_true", help="also export the int8 Q/DQ ONNX (32 calibration images)")
+    parser.add_argument("--int8-ort", action="store_true",
+                        help="also write <name>-drone.ortq.onnx: int8 with ONNX Runtime's own Q/DQ placement "
+                             "(onnxruntime.quantization, after BatchNorm folding), which its CPU provider runs as "
+                             "QLinearConv; the TensorRT placement of --int8 runs there as fp32 Convs")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpt = make_checkpoint(args.out / f"{args.name}.pt", args.backbone, (args.size, args.size))
+    print(f"wrote {ckpt}", file=sys.stderr)
+    if args.onnx or args.int8 or args.int8_ort:
+        from lpn_edge.export import ExportOptions, export_model
+
+        small = dict(parity_queries=4, parity_gallery=8)
+        export_model(ckpt, args.out, ExportOptions(formats={"onnx"}, **small),
+                     progress=lambda text: print(text, file=sys.stderr))
+        if args.int8:
+            # quantize_int8 directly, not export_model: the export keeps an int8 graph only when it passes the int8
+            # parity thresholds, which a random-weight ResNet-50 misses (its accuracy figures are printed by
+            # `lpn-edge bench`; the timing does not depend on the weights).
+            from lpn_edge.export.calibration import calibration_images
+            from lpn_edge.export.quantize import quantize_int8
+
+            calib = calibration_images(write_calibration(args.out / "calib"), (args.size, args.size), 32)
+            report = quantize_int8(args.out / f"{args.name}-drone.onnx", args.out / f"{args.name}-drone.int8.onnx",
+                                   calib)
+            print(f"wrote {args.out / f'{args.name}-drone.int8.onnx'}: {report.summary()}", file=sys.stderr)
+        if args.int8_ort:
+            write_ort_int8(args.out / f"{args.name}-drone.onnx", args.out / f"{args.name}-drone.ortq.onnx",
+                           write_calibration(args.out / "calib"), (args.size, args.size))
+
+if __name__ == "__main__":
+    main()

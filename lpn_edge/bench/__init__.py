@@ -1,0 +1,23 @@
+"""`lpn-edge bench`: trtexec-style timings of the project's runtime paths against the reference, in one run.
+
+Each part is one module with one job; every figure is measured in the same run, on the same machine, as the
+reference it is compared with (interleaved call by call, see `stats.measure`), and reported with the ratio:
+    stats       min / median / mean / p90 / p99 / throughput of timing samples; the interleaved timing loop
+    machine     what ran: CPU, cores, load average, GPU, library versions, commit, date
+    reference   the reference paths: PyTorch eager fp32 `LPN.embed`, the authors' slicing ring pooling
+    encode      images -> embeddings through runtime artifacts (ONNX, TensorRT) and checkpoints, vs the reference
+    pool        ring pooling: the CUDA kernel, the numpy path, the torch MatMul, vs the reference slicing + a floor
+    match       top-k over a synthetic gallery with each engine, vs the memory floor measured in the same run
+    train       (GPU) a training step of three views vs the authors' loop
+    report      the table (stdout), the JSON document
+`run_bench(options, progress)` runs the parts not skipped and returns the JSON document: `machine`, `options`,
+`results` (one row per figure: part, name, batch, threads, stats, reference, ratio, floor, accuracy) and `skipped`
+(part, what, reason). Parts that need what is missing (torch, a GPU, TensorRT, FAISS) are listed in `skipped` with
+the reason, never silently left out.
+"""
+
+from __future__ import annotations
+
+from lpn_edge.bench.options import BenchOptions, run_bench
+
+__all__ = ["BenchOptions", "run_bench"]

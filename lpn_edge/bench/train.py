@@ -1,0 +1,91 @@
+"""Training step throughput on the GPU (images per second): the project's step (`train.loop.forward_batch` with the
+precision `auto` picks, channels_last, SGD from `train.recipe`) against the reference loop (the authors' train.py:
+eager fp32, NCHW, three views, per-part cross-entropy summed, SGD with Nesterov momentum), same model, same
+synthetic batch already on the device, at the authors' batch of 8 and at each --batch. The data pipeline is
+measured separately (benchmarks/bench_train_pipeline.py).
+
+On a CPU this part is skipped: a ResNet-50 step there takes seconds per image, and the CPU demo recipe's figures
+(data pipeline vs model step) come from benchmarks/bench_train_pipeline.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lpn_edge.bench.options import BenchOptions, Results, cuda_or_reason
+from lpn_edge.bench.stats import measure, summarise
+
+REFERENCE = "reference loop (eager fp32)"
+VIEWS = ("satellite", "drone", "ground")
+
+
+def steps(torch, config, images, labels, device, precision):
+    """(reference step, lpn-edge step): each builds its own model and optimiser of `config`."""
+    from lpn_edge.model import build_model
+    from lpn_edge.train.loop import forward_batch
+    from lpn_edge.train.recipe import build_optimizer, part_loss
+
+    reference_model = build_model(config.model).to(device).train()
+    ours = build_model(config.model).to(device).train().to(memory_format=torch.channels_last)
+    reference_optimizer = build_optimizer(reference_model, config.train)
+    our_optimizer = build_optimizer(ours, config.train)
+    our_batch = {**images, "label": labels}
+
+    def reference_step():
+        logits = reference_model(images)
+        loss = sum(part_loss(logits[view], labels) for view in logits)
+        reference_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        reference_optimizer.step()
+
+    def our_step():
+        step = forward_batch(ours, our_batch, device, precision, channels_last=True)
+        our_optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(step.loss).backward()
+            precision.scaler.step(our_optimizer)
+            precision.scaler.update()
+        else:
+            step.loss.backward()
+            our_optimizer.step()
+
+    return reference_step, our_step
+
+
+def run(options: BenchOptions, results: Results, progress: Callable[[str], None]) -> None:
+    torch, no_gpu = cuda_or_reason(options.device)
+    if torch is None:
+        results.skip("train", "all", f"{no_gpu}; CPU training: benchmarks/bench_train_pipeline.py")
+        return
+    from lpn_edge.bench.artifacts import find_reference
+    from lpn_edge.checkpoint import checkpoint_config, read_checkpoint
+    from lpn_edge.train.loop import _precision
+
+    reference_path = find_reference(options)
+    if reference_path is None:
+        results.skip("train", "all", "no checkpoint to take the model's config from")
+        return
+    config = checkpoint_config(read_checkpoint(reference_path), reference_path)
+    device = torch.device("cuda")
+    precision = _precision(config.train.precision, device)
+    for batch in sorted({8, *options.batch}):
+        if batch < 2:
+            continue  # BatchNorm1d cannot train on one item
+        size = config.model.image_size
+        images = {view: torch.randn(batch, 3, *size, device=device) for view in VIEWS[:config.model.views]}
+        labels = torch.randint(0, config.model.num_classes, (batch,), device=device)
+        reference_step, our_step = steps(torch, config, images, labels, device, precision)
+        images_per_step = batch * len(images)
+        name = f"lpn-edge step ({precision.name}, channels_last)"
+        progress(f"train: batch {batch} x {len(images)} views: {REFERENCE}, {name}")
+        try:
+            times = measure({REFERENCE: reference_step, name: our_step}, options.iters, options.warmup,
+                            sync=torch.cuda.synchronize)
+        except torch.cuda.OutOfMemoryError:
+            results.skip("train", f"batch {batch}", "out of GPU memory")
+            break
+        reference = results.add("train", REFERENCE, summarise(times[REFERENCE], images_per_step), device="cuda",
+                                batch=batch, views=len(images), reference_row=True)
+        results.add("train", name, summarise(times[name], images_per_step), reference=reference, device="cuda",
+                    batch=batch, views=len(images))
+        torch.cuda.empty_cache()  # the next batch size builds its models afresh

@@ -1,0 +1,105 @@
+"""`lpn-edge bench`: the statistics helper on known samples, and a fast run on a tiny model (2 iterations)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lpn_edge.bench.options import BenchOptions
+from lpn_edge.bench.stats import STAT_KEYS, measure, percentile, summarise
+from lpn_edge.cli import app
+from lpn_edge.errors import LpnEdgeError
+
+
+def test_statistics_of_known_samples():
+    stats = summarise([i / 1000 for i in range(100, 0, -1)], items=8)  # 1..100 ms, in any order
+    assert stats["min_ms"] == pytest.approx(1) and stats["max_ms"] == pytest.approx(100)
+    assert stats["median_ms"] == pytest.approx(50.5) and stats["mean_ms"] == pytest.approx(50.5)
+    assert stats["p90_ms"] == pytest.approx(90.1) and stats["p99_ms"] == pytest.approx(99.01)  # numpy's linear rule
+    assert stats["throughput"] == pytest.approx(8 / 0.0505) and stats["samples"] == 100
+    assert summarise([0.002])["p99_ms"] == pytest.approx(2)
+    assert percentile([3, 1, 2], 50) == 2 and percentile([1, 2], 25) == pytest.approx(1.25)
+    with pytest.raises(ValueError):
+        summarise([])
+
+
+def test_measure_interleaves_and_warms_up():
+    calls = []
+    times = measure({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, iters=2, warmup=1)
+    assert calls == ["a", "b"] * 3 and {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+
+
+def test_options_refuse_bad_values(tmp_path):
+    with pytest.raises(LpnEdgeError, match="unknown part 'encoding'"):
+        BenchOptions(skip={"encoding"})
+    with pytest.raises(LpnEdgeError, match="--iters must be at least 1"):
+        BenchOptions(iters=0)
+    with pytest.raises(LpnEdgeError, match="does not exist"):
+        BenchOptions(models=(tmp_path / "absent.onnx",))
+
+
+def test_bench_json_on_a_tiny_model(tmp_path):
+    from test_export_fixtures import export_tiny_onnx
+
+    ckpt, onnx_path = export_tiny_onnx(tmp_path)
+    result = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--model", str(ckpt), "--batch", "1,2",
+                                      "--threads", "1", "--iters", "2", "--warmup", "0", "--gallery-size", "300",
+                                      "--queries", "1,3", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert set(document) == {"machine", "options", "results", "skipped"}
+    assert {"cpu", "cpus", "date", "commit", "load_average_start", "load_average_end"} <= set(document["machine"])
+    rows = document["results"]
+    assert {row["part"] for row in rows} == {"encode", "pool", "match"}
+    for row in rows:
+        stats = row["stats"]
+        assert set(STAT_KEYS) <= set(stats) and stats["samples"] == 2
+        assert stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+        assert stats["throughput"] > 0
+    encode = [row for row in rows if row["part"] == "encode"]
+    references = [row for row in encode if row.get("reference_row")]
+    assert [(row["batch"], row["threads"]) for row in references] == [(1, 1), (2, 1)]
+    for row in encode:
+        if not row.get("reference_row"):
+            assert row["reference"] == "pytorch eager fp32" and row["ratio"] > 0
+            assert row["accuracy"]["mean_cosine"] > 0.9999 and row["accuracy"]["top1_agreement"] == 1.0
+    assert {"plain session", "lpn-edge session"} <= {row["name"].split("(")[-1].rstrip(")") for row in encode}
+    pool = [row for row in rows if row["part"] == "pool"]
+    assert {row["name"] for row in pool} >= {"numpy (runtime CPU path)", "authors' slicing (torch)"}
+    assert all(row["floor_ms"] > 0 for row in pool)
+    match = [row for row in rows if row["part"] == "match"]
+    assert {row["queries"] for row in match} == {1, 3}
+    assert all(row["floor_ms"] > 0 for row in match if not row.get("reference_row"))
+    # --device cpu: every GPU part is listed as skipped, each with its reason
+    skipped = {(s["part"], s["what"].split()[0]): s["reason"] for s in document["skipped"]}
+    assert skipped[("train", "all")].startswith("--device cpu")
+    assert all(reason for reason in skipped.values())
+    assert {part for part, _ in skipped} >= {"encode", "pool", "match", "train"}
+
+
+def test_bench_table_and_skip(tmp_path):
+    from test_export_fixtures import export_tiny_onnx
+
+    _ckpt, onnx_path = export_tiny_onnx(tmp_path)
+    result = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--batch", "1", "--threads", "1",
+                                      "--iters", "2", "--warmup", "0", "--skip", "pool,match,train", "--device",
+                                      "cpu"])
+    assert result.exit_code == 0, result.output
+    # the checkpoint the artifact names is found beside it: the reference row is there
+    assert "pytorch eager fp32" in result.stdout and "ratio" in result.stdout
+    assert "skipped  pool: all: --skip" in result.stdout
+    bad = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--batch", "1,x"])
+    assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+
+
+def test_slicing_reference_computes_the_ring_pooling():
+    import torch
+
+    from lpn_edge.bench.reference import slicing_ring_pool
+    from lpn_edge.model.partition import pool_parts
+
+    x = torch.rand(2, 8, 16, 16)
+    theirs = slicing_ring_pool(x, 4)[..., 0]  # outermost ring first
+    assert torch.allclose(theirs.flip(-1), pool_parts(x, 4, "ring", "avg"), atol=1e-6)

@@ -7,7 +7,6 @@ import functools
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -103,13 +102,14 @@ def inspect(
 def convert_official(
     src: Path = typer.Argument(..., help="state_dict saved by the authors' code (net_XXX.pth)."),
     out: Path = typer.Option(..., "--out", help="Where to write the lpn-edge checkpoint (.pt)."),
-    opts: Optional[Path] = typer.Option(None, "--opts", help="The run's opts.yaml (settings beside the weights)."),
-    block: Optional[int] = typer.Option(None, "--block", help="Number of parts n."),
-    views: Optional[int] = typer.Option(None, "--views", help="2 (CVUSA/CVACT) or 3 (University-1652)."),
-    stride: Optional[int] = typer.Option(
-        None, "--stride", help="Stride of ResNet layer4: 1 or 2; needed when opts.yaml does not say (the authors' default is 2)."),
-    pool: Optional[str] = typer.Option(None, "--pool", help="avg, max or avg+max."),
-    classes: Optional[int] = typer.Option(None, "--classes", help="Number of training classes."),
+    opts: Path | None = typer.Option(None, "--opts", help="The run's opts.yaml (settings beside the weights)."),
+    block: int | None = typer.Option(None, "--block", help="Number of parts n."),
+    views: int | None = typer.Option(None, "--views", help="2 (CVUSA/CVACT) or 3 (University-1652)."),
+    stride: int | None = typer.Option(
+        None, "--stride",
+        help="Stride of ResNet layer4: 1 or 2; needed when opts.yaml does not say (the authors' default is 2)."),
+    pool: str | None = typer.Option(None, "--pool", help="avg, max or avg+max."),
+    classes: int | None = typer.Option(None, "--classes", help="Number of training classes."),
 ):
     """Convert an official LPN checkpoint (wtyhub/LPN) into an lpn-edge checkpoint.
 
@@ -134,15 +134,15 @@ def convert_official(
 @app.command()
 @friendly_errors
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", help="Run config YAML (see configs/)."),
+    config: Path | None = typer.Option(None, "--config", help="Run config YAML (see configs/)."),
     data: Path = typer.Option(..., "--data", help="Data set root (University-1652 layout, CVUSA or CVACT)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="New run directory."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Run directory to continue where it stopped."),
+    out: Path | None = typer.Option(None, "--out", help="New run directory."),
+    resume: Path | None = typer.Option(None, "--resume", help="Run directory to continue where it stopped."),
     force: bool = typer.Option(False, "--force", help="Replace the contents of an existing --out directory."),
-    backbone_weights: Optional[str] = typer.Option(
+    backbone_weights: str | None = typer.Option(
         None, "--backbone-weights", help="imagenet (torch cache), none, or a PATH to a torchvision state_dict."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when present)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides such as train.epochs=2."),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when present)."),
+    overrides: list[str] | None = typer.Argument(None, help="Config overrides such as train.epochs=2."),
 ):
     """Train an LPN. Several GPUs: torchrun --nproc_per_node N $(which lpn-edge) train ...
 
@@ -192,7 +192,7 @@ def evaluate(
     task: str = typer.Option("all", help="drone2sat, sat2drone, ground2sat, sat2ground or all."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Skip the test-time horizontal flip."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     rotate: float = typer.Option(0.0, help="Rotate query images by this many degrees (paper Table V)."),
     shift: int = typer.Option(0, help="Shift query images right by this many pixels (paper Table VII), see "
@@ -200,15 +200,16 @@ def evaluate(
     shift_mode: str = typer.Option("paper", "--shift-mode",
                                    help="paper: P black columns on the left after the resize, as the authors' test; "
                                         "reflect: move right and down, reflected border."),
-    parts: Optional[str] = typer.Option(None, help="Use only these parts, e.g. 0,1 (paper Table VI)."),
-    distance_groups: bool = typer.Option(False, "--distance-groups", help="Split drone queries by distance (Table IX)."),
-    distractors: Optional[Path] = typer.Option(None, help="Folder <id>/* of extra gallery tiles matching no query."),
+    parts: str | None = typer.Option(None, help="Use only these parts, e.g. 0,1 (paper Table VI)."),
+    distance_groups: bool = typer.Option(False, "--distance-groups",
+                                         help="Split drone queries by distance (Table IX)."),
+    distractors: Path | None = typer.Option(None, help="Folder <id>/* of extra gallery tiles matching no query."),
     plots: int = typer.Option(0, help="Draw retrieval strips and heatmaps for this many queries per task."),
-    out_json: Optional[Path] = typer.Option(None, "--json", help="Where to write the metrics (default: beside CKPT)."),
-    gallery_model: Optional[Path] = typer.Option(None, "--gallery-model",
+    out_json: Path | None = typer.Option(None, "--json", help="Where to write the metrics (default: beside CKPT)."),
+    gallery_model: Path | None = typer.Option(None, "--gallery-model",
                                                  help="Artifacts: the artifact of the other view, needed when the "
                                                       "model's drone and satellite branches do not share weights."),
-    compare: Optional[Path] = typer.Option(None, "--compare",
+    compare: Path | None = typer.Option(None, "--compare",
                                            help="Artifacts: the checkpoint it was exported from; prints both metrics, "
                                                 "the mean/min cosine between their embeddings and top-1 agreement."),
 ):
@@ -255,7 +256,8 @@ def synth(
     out: Path = typer.Argument(..., help="New directory for the data set (University-1652 layout)."),
     locations: int = typer.Option(100, "--locations", help="Places in the world (split into train and test)."),
     seed: int = typer.Option(0, "--seed", help="The world: the same seed gives byte-identical files."),
-    drone_per_location: int = typer.Option(12, "--drone-per-location", help="Drone views per place (short/middle/long)."),
+    drone_per_location: int = typer.Option(12, "--drone-per-location",
+                                           help="Drone views per place (short/middle/long)."),
     size: int = typer.Option(256, "--size", help="Image side in pixels."),
     distractors: int = typer.Option(0, "--distractors", help="Extra satellite tiles in the test gallery."),
     preview: bool = typer.Option(False, "--preview", help="Also write preview.png, a contact sheet of pairs."),
@@ -323,10 +325,10 @@ def index_tile(
     orthophoto: Path = typer.Argument(..., help="Geo-referenced image: GeoTIFF, or PNG/JPEG with a world file "
                                                 "(.pgw/.jgw/.wld, WGS84) beside it, or any image with --bounds."),
     tile_size: float = typer.Option(..., "--tile-size", help="Side of a tile on the ground, metres."),
-    stride: Optional[float] = typer.Option(None, "--stride", help="Metres between tiles (default: the tile size)."),
+    stride: float | None = typer.Option(None, "--stride", help="Metres between tiles (default: the tile size)."),
     size: int = typer.Option(256, "--size", help="Tile side in pixels (the model's input size)."),
     out: Path = typer.Option(..., "--out", help="Folder for tiles/<id>.png, geo.csv and tiling.json."),
-    bounds: Optional[str] = typer.Option(None, "--bounds", help="north,west,south,east of the image edges, WGS84."),
+    bounds: str | None = typer.Option(None, "--bounds", help="north,west,south,east of the image edges, WGS84."),
 ):
     """Cut an orthophoto into square gallery tiles and write geo.csv with every tile centre's latitude/longitude.
 
@@ -346,19 +348,19 @@ def index_build(
     images: Path = typer.Option(..., "--images", help="Folder of gallery images (searched recursively); tile id = "
                                                       "relative path without extension."),
     out: Path = typer.Option(..., "--out", help="The gallery index to write (.lpnidx)."),
-    geo: Optional[Path] = typer.Option(None, "--geo", help="CSV with id,latitude,longitude (lpn-edge synth and "
+    geo: Path | None = typer.Option(None, "--geo", help="CSV with id,latitude,longitude (lpn-edge synth and "
                                                            "index tile write one); matched by tile id, file name or "
                                                            "class folder."),
     batch: int = typer.Option(32, "--batch", help="Images per encoder call."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: build every N-th image from offset K (merge "
+    shard: str | None = typer.Option(None, "--shard", help="K/N: build every N-th image from offset K (merge "
                                                               "the N shards with index merge)."),
     fp32: bool = typer.Option(False, "--fp32", help="Store float32 embeddings (default float16: half the size)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out, or restart an unfinished build "
                                                       "made with other arguments."),
-    device: Optional[str] = typer.Option(None, "--device", help="Where the encoder runs: cpu, cuda, tensorrt "
+    device: str | None = typer.Option(None, "--device", help="Where the encoder runs: cpu, cuda, tensorrt "
                                                                 "(default: the encoder's own choice)."),
-    chunk: Optional[int] = typer.Option(None, "--chunk", help="Images per saved chunk (default 32 batches)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding threads (default: CPU count, "
+    chunk: int | None = typer.Option(None, "--chunk", help="Images per saved chunk (default 32 batches)."),
+    workers: int | None = typer.Option(None, "--workers", help="Image decoding threads (default: CPU count, "
                                                                   "at most 8)."),
 ):
     """Embed a folder of gallery images and write a gallery index (fp16 embeddings, tile ids, latitude/longitude).
@@ -494,9 +496,9 @@ def locate(
                                                         "answers, else numpy: FAISS does not pay for one frame at a "
                                                         "time)."),
     every: int = typer.Option(1, "--every", help="Use every N-th frame of each input (frames 0, N, 2N, ...)."),
-    radius: Optional[float] = typer.Option(None, "--radius", help="R of the position estimate, metres (default "
+    radius: float | None = typer.Option(None, "--radius", help="R of the position estimate, metres (default "
                                                                   "1.5 x the gallery's tile spacing)."),
-    truth: Optional[Path] = typer.Option(None, "--truth", help="flight.csv (frame,latitude,longitude[,view_latitude,"
+    truth: Path | None = typer.Option(None, "--truth", help="flight.csv (frame,latitude,longitude[,view_latitude,"
                                                                "view_longitude]): position errors and true-tile "
                                                                "hit rates."),
     track: bool = typer.Option(False, "--track", help="Also filter the sequence: reject impossible jumps (see "
@@ -504,12 +506,12 @@ def locate(
     max_speed: float = typer.Option(20.0, "--max-speed", help="--track: the drone's top ground speed, m/s."),
     interval: float = typer.Option(1.0, "--interval", help="--track: seconds between consecutive image frames "
                                                            "(video frames carry their own times)."),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="--track: metres always added to the reach "
+    tolerance: float | None = typer.Option(None, "--tolerance", help="--track: metres always added to the reach "
                                                                         "(default R)."),
     patience: int = typer.Option(3, "--patience", help="--track: missed frames in a row that reset the track."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a map (PNG): the orthophoto, the true path, the "
+    plot: Path | None = typer.Option(None, "--plot", help="Write a map (PNG): the orthophoto, the true path, the "
                                                              "estimates coloured by error, the tiles. Needs --truth."),
-    orthophoto: Optional[Path] = typer.Option(None, "--orthophoto", help="The map's background (default: the image "
+    orthophoto: Path | None = typer.Option(None, "--orthophoto", help="The map's background (default: the image "
                                                                          "named by a tiling.json beside the index)."),
 ):
     from lpn_edge.locate import LocateOptions, run_locate
@@ -538,7 +540,7 @@ def _int_list(option: str, text: str) -> tuple[int, ...]:
 def bench(
     model: list[Path] = typer.Option(..., "--model", help="Artifact (.onnx, .engine) or checkpoint (.pt); repeat "
                                      "for several. The checkpoint is the reference (PyTorch eager fp32)."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Checkpoint of the reference (default: "
+    reference: Path | None = typer.Option(None, "--reference", help="Checkpoint of the reference (default: "
                                              "the one among --model, or the one the artifacts name, beside them)."),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes, comma-separated (GPU: 1,64)."),
     threads: str = typer.Option("1,2", "--threads", help="CPU threads (ONNX Runtime and torch alike)."),
@@ -547,7 +549,7 @@ def bench(
     gallery_size: int = typer.Option(100_000, "--gallery-size", help="Rows of the synthetic matching gallery."),
     queries: str = typer.Option("1,64", "--queries", help="Query counts for matching."),
     skip: str = typer.Option("", "--skip", help="Parts to leave out: encode,pool,match,train."),
-    data: Optional[Path] = typer.Option(None, "--data", help="University-1652-layout folder (drone/, satellite/) "
+    data: Path | None = typer.Option(None, "--data", help="University-1652-layout folder (drone/, satellite/) "
                                         "for the accuracy figures (default: random images)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON document instead of the table."),

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from lpn_edge.errors import LpnEdgeError
 
@@ -34,7 +34,7 @@ class DemoPlan:
 
 
 PLANS = {
-    "default": DemoPlan(locations=64, drone_per_location=12, size=128, distractors=32, epochs=9, lr_steps=(7,)),
+    "default": DemoPlan(locations=48, drone_per_location=12, size=128, distractors=32, epochs=6, lr_steps=(5,)),
     "quick": DemoPlan(locations=20, drone_per_location=6, size=96, distractors=10, epochs=4, lr_steps=(3,),
                       flight_frames=16),
 }

@@ -68,7 +68,8 @@ def require_at_least(minimum: int, **values: int) -> None:
 @friendly_errors
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Directory for the world, runs, exports and summary."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller world and shorter training (about 2 minutes)."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller world and shorter training (about a minute on 2 "
+                                                      "idle cores; the full demo about 4.5 minutes)."),
     seed: int = typer.Option(0, help="Seed of the synthetic world and of training."),
     force: bool = typer.Option(False, "--force", help="Replace the contents of an existing --out directory."),
 ):
@@ -219,8 +220,8 @@ def evaluate(
     otherwise give the other view's artifact with --gallery-model. --device picks the runtime backend for artifacts
     (cpu: ONNX Runtime CPU; cuda: ONNX Runtime CUDA or the TensorRT engine).
 
-    Examples: lpn-edge eval runs/lpn4/model.pt --data University-Release --task all;
-    lpn-edge eval export/model-drone.onnx --data University-Release --compare runs/lpn4/model.pt
+    Example: lpn-edge eval runs/lpn4/model.pt --data University-Release --task all
+    Example: lpn-edge eval export/model-drone.onnx --data University-Release --compare runs/lpn4/model.pt
     """
     from lpn_edge.devices import resolve_device
     from lpn_edge.eval.evaluate import EvalOptions, evaluate as run_evaluation

@@ -101,7 +101,7 @@ def test_int8_residual_blocks_stay_int8_end_to_end(int8_export):
 def test_int8_onnx_accuracy_against_fp32_on_onnx_runtime(int8_export):
     """The Q/DQ graph against the fp32 graph it came from, on the calibration photos: cosine >= 0.98 for every
     image and >= 0.99 on average (measured 0.988 / 0.992 with the shared University-1652 photos)."""
-    from lpn_edge.export.images import calibration_images
+    from lpn_edge.export.calibration import calibration_images
 
     _ckpt, out, _result = int8_export
     images = calibration_images(out.parent / "calib", (64, 64), minimum=1).first(32)

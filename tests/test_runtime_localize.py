@@ -119,7 +119,9 @@ def test_shards_are_searched_as_one_index_ties_by_row(area, tmp_path):
         for query in queries:
             a, b = single.locate(query), sharded.locate(query)
             assert a.tiles == b.tiles and list(a.rows) == list(b.rows)
-            np.testing.assert_array_equal(a.scores, b.scores)
+            # the same tiles in the same order; scores to the last float32 bit only where BLAS sums in the same
+            # order, which depends on the shape of the block it is given (one index of 59 rows vs shards of 30 + 29)
+            np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-6)
         first = sharded.locate(tile(area, "0003"))
         assert first.tiles[:2] == ["0003", "copy-3"]  # equal scores: the lower row first
 

@@ -41,7 +41,7 @@ def test_options_refuse_bad_values(tmp_path):
 
 
 def test_bench_json_on_a_tiny_model(tmp_path):
-    from test_export_fixtures import export_tiny_onnx
+    from export_helpers import export_tiny_onnx
 
     ckpt, onnx_path = export_tiny_onnx(tmp_path)
     result = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--model", str(ckpt), "--batch", "1,2",
@@ -80,7 +80,7 @@ def test_bench_json_on_a_tiny_model(tmp_path):
 
 
 def test_bench_table_and_skip(tmp_path):
-    from test_export_fixtures import export_tiny_onnx
+    from export_helpers import export_tiny_onnx
 
     _ckpt, onnx_path = export_tiny_onnx(tmp_path)
     result = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--batch", "1", "--threads", "1",

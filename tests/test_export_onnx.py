@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_export_fixtures import REAL_DATA, SMALL_PARITY, make_checkpoint
+from export_helpers import REAL_DATA, SMALL_PARITY, make_checkpoint
 
 from lpn_edge.checkpoint import load_model
 from lpn_edge.errors import LpnEdgeError

@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from test_export_fixtures import make_checkpoint
+from export_helpers import make_checkpoint
 
 from lpn_edge.checkpoint import load_model
 from lpn_edge.export import ExportOptions, export_model

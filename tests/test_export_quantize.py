@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
+from export_helpers import SMALL_PARITY, export_tiny_onnx, make_checkpoint, write_calibration_folder
 from onnx import TensorProto, numpy_helper
-from test_export_fixtures import SMALL_PARITY, export_tiny_onnx, make_checkpoint, write_calibration_folder
 
 from lpn_edge.checkpoint import load_model
 from lpn_edge.export import ExportOptions, export_model

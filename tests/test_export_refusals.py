@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_export_fixtures import make_checkpoint, write_calibration_folder
+from export_helpers import make_checkpoint, write_calibration_folder
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import ExportOptions, export_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from test_export_fixtures import REAL_DATA, make_checkpoint
+from export_helpers import REAL_DATA, make_checkpoint
 
 from lpn_edge.checkpoint import load_model
 from lpn_edge.export import ExportOptions, export_model

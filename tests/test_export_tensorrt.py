@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_export_fixtures import SMALL_PARITY, export_tiny_onnx, make_checkpoint, write_calibration_folder
+from export_helpers import SMALL_PARITY, export_tiny_onnx, make_checkpoint, write_calibration_folder
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export import ExportOptions, export_model

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_export_fixtures import make_checkpoint
+from export_helpers import make_checkpoint
 
 from lpn_edge.checkpoint import load_model
 from lpn_edge.errors import LpnEdgeError

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from export_helpers import make_checkpoint
 from PIL import Image
-from test_export_fixtures import make_checkpoint
 from typer.testing import CliRunner
 
 from lpn_edge.cli import app

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_export_fixtures import export_tiny_onnx
+from export_helpers import export_tiny_onnx
 
 from lpn_edge.checkpoint import load_model
 from lpn_edge.runtime.preprocessing import preprocess

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lpn_edge.bench.subject import measure_batchnorm
 from lpn_edge.checkpoint import save_checkpoint
 from lpn_edge.config import ModelConfig, RunConfig, TrainConfig
 from lpn_edge.model import build_model
@@ -47,20 +48,10 @@ def make_checkpoint(path: Path, backbone: str = "resnet50", size: tuple[int, int
     config = RunConfig(model=ModelConfig(backbone=backbone, stride=stride, parts=parts, image_size=size),
                        train=TrainConfig(backbone_weights="none"))
     model = build_model(config.model)
-    generator = torch.Generator().manual_seed(seed)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    with torch.no_grad():
-        for norm in norms:
-            norm.weight.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
-            norm.bias.copy_(torch.rand(norm.num_features, generator=generator) * 0.4 - 0.2)
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over the sample batches
-        model.train()
-        for batch in sample_images(size, samples, offset=200).split(8):  # ids the accuracy check does not use
-            model({"drone": batch, "ground": batch})
-    for norm in norms:
-        norm.momentum = 0.1
-    return save_checkpoint(path, model.eval(), config)
+    # sample ids from 200: the accuracy check does not use them
+    measure_batchnorm(model, lambda: sample_images(size, samples, offset=200).split(8),
+                      torch.Generator().manual_seed(seed))
+    return save_checkpoint(path, model, config)
 
 
 def write_calibration(folder: Path, count: int = 32) -> Path:

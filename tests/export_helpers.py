@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from conftest import MOSAIC
 
+from lpn_edge.bench.subject import measure_batchnorm
 from lpn_edge.checkpoint import save_checkpoint
 from lpn_edge.config import ModelConfig, RunConfig
 from lpn_edge.model import build_model
@@ -33,18 +34,7 @@ def make_checkpoint(path: Path, backbone: str = "resnet18", size: tuple[int, int
     config = RunConfig(model=ModelConfig(backbone=backbone, num_classes=5, image_size=size, pool=pool, parts=parts))
     model = build_model(config.model)
     generator = torch.Generator().manual_seed(seed)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    with torch.no_grad():
-        for norm in norms:
-            norm.weight.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
-            norm.bias.copy_(torch.rand(norm.num_features, generator=generator) * 0.4 - 0.2)
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over the sample batches
-        model.train()
-        for batch in _sample_images(size, generator, samples).split(32):
-            model({"drone": batch, "ground": batch})  # every branch gets statistics
-    for norm in norms:
-        norm.momentum = 0.1
+    measure_batchnorm(model, lambda: _sample_images(size, generator, samples).split(32), generator)
     with torch.no_grad():
         # A shared component, as trained embeddings have (pairwise cosines ~0.3 rather than ~0).
         for head in model.classifiers:

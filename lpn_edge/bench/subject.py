@@ -1,0 +1,33 @@
+"""Benchmark and test subjects: random-weight LPNs that behave like trained ones where it matters for parity.
+
+Random weights alone make a poor subject: BatchNorm running statistics stay the identity (a wrong BN export could
+pass) and activations have unrealistic ranges (int8 calibration needs real ones). `measure_batchnorm` gives every
+BatchNorm a random scale and shift, then measures its running statistics on sample images, as training would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+
+def measure_batchnorm(model: torch.nn.Module, batches: Callable[[], Iterable[torch.Tensor]],
+                      generator: torch.Generator) -> torch.nn.Module:
+    """Randomise each BatchNorm's affine parameters (scale in [0.5, 1.5), shift in [-0.2, 0.2), drawn from
+    `generator`), then set its running statistics to the cumulative average over `batches()` ((B, 3, H, W) tensors
+    fed to every branch; called after the draws, so it may draw from the same generator). Returns the model in eval
+    mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
+            norm.bias.copy_(torch.rand(norm.num_features, generator=generator) * 0.4 - 0.2)
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the sample batches
+        model.train()
+        for batch in batches():
+            model({"drone": batch, "ground": batch})  # every branch gets statistics
+    for norm in norms:
+        norm.momentum = 0.1
+    return model.eval()

@@ -17,10 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from lpn_edge.bench.subject import measure_batchnorm
+from lpn_edge.bench.subject import measure_batchnorm, write_calibration_folder
 from lpn_edge.checkpoint import save_checkpoint
 from lpn_edge.config import ModelConfig, RunConfig, TrainConfig
 from lpn_edge.model import build_model
@@ -56,22 +55,7 @@ def make_checkpoint(path: Path, backbone: str = "resnet50", size: tuple[int, int
 
 def write_calibration(folder: Path, count: int = 32) -> Path:
     """`count` JPEGs for int8 calibration (real photos, ids 100+, else smooth random fields)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    real = []
-    if (REAL_DATA / "drone").is_dir():
-        half = count // 2
-        real = find_images(REAL_DATA / "drone")[100:100 + count - half] + \
-            find_images(REAL_DATA / "satellite")[100:100 + half]
-    rng = np.random.default_rng(1)
-    for i in range(count):
-        if i < len(real):
-            Image.open(real[i]).convert("RGB").save(folder / f"{i:03d}.jpg")
-        else:
-            coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            Image.fromarray(coarse).resize((128, 128), Image.Resampling.BICUBIC).save(folder / f"{i:03d}.jpg")
-    return folder
+    return write_calibration_folder(folder, count, (128, 128), REAL_DATA)
 
 
 def write_ort_int8(source: Path, destination: Path, calib_folder: Path, size: tuple[int, int]) -> Path:

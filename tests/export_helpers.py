@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from conftest import MOSAIC
 
+from lpn_edge.bench import subject as bench_subject
 from lpn_edge.bench.subject import measure_batchnorm
 from lpn_edge.checkpoint import save_checkpoint
 from lpn_edge.config import ModelConfig, RunConfig
@@ -62,24 +62,5 @@ def export_tiny_onnx(root: Path, **checkpoint_args) -> tuple[Path, Path]:
 
 
 def write_calibration_folder(folder: Path, count: int, size: tuple[int, int] = (64, 64)) -> Path:
-    """`count` JPEGs: real photos when the shared data is here, else smooth random colour fields.
-
-    Real photos are half drone, half satellite (ids the parity sets do not use): the real parity set runs both
-    kinds through the exported view, and calibration images should be like the images the model will see.
-    """
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    real = []
-    if REAL_DATA is not None:
-        half = count // 2
-        real = find_images(REAL_DATA / "drone")[100:100 + count - half] + \
-            find_images(REAL_DATA / "satellite")[100:100 + half]
-    rng = np.random.default_rng(1)
-    for i in range(count):
-        if i < len(real):
-            Image.open(real[i]).convert("RGB").save(folder / f"{i:03d}.jpg")
-            continue
-        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize(size[::-1], Image.Resampling.BICUBIC).save(folder / f"{i:03d}.jpg")
-    return folder
+    """`count` calibration JPEGs: the shared real photos when present, else smooth random colour fields."""
+    return bench_subject.write_calibration_folder(folder, count, size, REAL_DATA)

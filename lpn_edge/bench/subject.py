@@ -8,6 +8,7 @@ BatchNorm a random scale and shift, then measures its running statistics on samp
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 
@@ -31,3 +32,28 @@ def measure_batchnorm(model: torch.nn.Module, batches: Callable[[], Iterable[tor
     for norm in norms:
         norm.momentum = 0.1
     return model.eval()
+
+
+def write_calibration_folder(folder: Path, count: int, size: tuple[int, int], real_data: Path | None) -> Path:
+    """`count` JPEGs for int8 calibration: real photos from `real_data` (a folder with drone/ and satellite/, half
+    of each, ids 100 on, which the parity sets do not use) while they last, then smooth random colour fields of
+    `size` (H, W). Calibration images should be like what the model will see: the parity set runs both kinds."""
+    import numpy as np
+    from PIL import Image
+
+    from lpn_edge.runtime.preprocessing import find_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    real = []
+    if real_data is not None and (real_data / "drone").is_dir():
+        half = count // 2
+        real = find_images(real_data / "drone")[100:100 + count - half] + \
+            find_images(real_data / "satellite")[100:100 + half]
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        if i < len(real):
+            Image.open(real[i]).convert("RGB").save(folder / f"{i:03d}.jpg")
+            continue
+        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize(size[::-1], Image.Resampling.BICUBIC).save(folder / f"{i:03d}.jpg")
+    return folder

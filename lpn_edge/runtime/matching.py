@@ -111,9 +111,11 @@ class NumpyMatcher:
 
     numpy has no fp16 arithmetic and its fp16 -> fp32 cast is scalar code (~2.5 ns per element), so an fp16 gallery
     is read in blocks of ~128k elements (64 rows of 2048: L2-resident) whose fp16 bits are widened to fp32 bit
-    patterns with two integer ufuncs (value * 2**-112, exact) and multiplied with the query scaled by 2**112 (exact)
-    through sgemv / sgemm: the products and sums are the same float32 numbers as with an upcast gallery. Scores of
-    `block_scores` rows are kept and reduced to the running top-k (ties by ascending index, as exact_topk).
+    patterns with two integer ufuncs (value * 2**-112, exact) and multiplied with the query scaled by 2**112 (exact).
+    Each block is summed in float64 (dgemv / dgemm) and rounded once to float32: a row's score then does not depend
+    on where the row sits in a block (BLAS sums float32 rows in kernel-dependent orders, so two identical rows could
+    differ in the last bit and a tie be broken by position instead of by index). Scores of `block_scores` rows are
+    kept and reduced to the running top-k (ties by ascending index, as exact_topk).
     """
 
     engine = "numpy"
@@ -173,6 +175,7 @@ def _score(gallery: np.ndarray, queries: np.ndarray, start: int, stop: int, out:
         scaled = queries * _F16_SCALE if fp16 else queries
     if fp16 and not np.isfinite(scaled).all():  # |q| > 2**16: cannot scale, upcast instead
         fp16, scaled = False, queries
+    scaled = scaled.astype(np.float64)  # float64 sums: one rounding per score, whatever the block layout
     wide = buffer.view(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         for begin in range(start, stop, block_rows):
@@ -185,8 +188,9 @@ def _score(gallery: np.ndarray, queries: np.ndarray, start: int, stop: int, out:
                 block = wide[: end - begin]
             else:
                 block = np.asarray(rows, dtype=np.float32)
+            block = block.astype(np.float64)
             if len(queries) == 1:
-                np.dot(block, scaled[0], out=out[0, begin - start : end - start])
+                out[0, begin - start : end - start] = block @ scaled[0]
             else:
                 out[:, begin - start : end - start] = scaled @ block.T
     return out[:, : stop - start]

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from lpn_edge.runtime.matching import exact_topk, open_matcher
+from lpn_edge.runtime.match_engines import open_matcher
+from lpn_edge.runtime.matching import exact_topk
 
 
 def timed(function, repeats: int) -> list[float]:

@@ -11,27 +11,10 @@
 #include <vector>
 
 #include "topk_select.cuh"
+#include "harness_io.h"
 
 static const int kSegment = 61;  // small, so that every test has several segments per chunk
 
-template <typename T>
-static std::vector<T> read_file(const char* path, size_t count) {
-    std::vector<T> data(count);
-    FILE* f = std::fopen(path, "rb");
-    if (!f || std::fread(data.data(), sizeof(T), count, f) != count) {
-        std::fprintf(stderr, "cannot read %s\n", path);
-        std::exit(2);
-    }
-    std::fclose(f);
-    return data;
-}
-
-template <typename T>
-static void write_file(const char* path, const std::vector<T>& data) {
-    FILE* f = std::fopen(path, "wb");
-    if (!f || std::fwrite(data.data(), sizeof(T), data.size(), f) != data.size()) std::exit(2);
-    std::fclose(f);
-}
 
 // lpn_tk_block_select on the host: threads' sorted lists -> k best, popping heads round by round.
 static void block_select(const std::vector<std::vector<float> >& scores,

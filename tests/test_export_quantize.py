@@ -34,15 +34,46 @@ def int8_export(tmp_path_factory):
 @pytest.mark.slow
 def test_int8_qdq_onnx_meets_the_int8_thresholds(int8_export):
     _ckpt, out, result = int8_export
-    assert {p.name for p in result.paths()} >= {"tiny-drone.int8.onnx", "tiny-drone.split.int8.onnx"}
+    assert {p.name for p in result.paths()} >= {"tiny-drone.int8.onnx", "tiny-drone.split.int8.onnx",
+                                                "tiny-drone.int8-cpu.onnx", "tiny-drone.split.int8-cpu.onnx"}
     limit = PARITY_THRESHOLDS["int8"]
     int8_figures = [f for f in result.parity if f.precision == "int8"]
-    assert len(int8_figures) >= 2
+    assert {f.artifact for f in int8_figures} == {"tiny-drone.int8.onnx", "tiny-drone.split.int8.onnx",
+                                                  "tiny-drone.int8-cpu.onnx", "tiny-drone.split.int8-cpu.onnx"}
     for f in int8_figures:
         assert f.min_cosine >= limit.min_cosine and f.mean_cosine >= limit.mean_cosine
         assert f.top1_agreement >= limit.min_top1_agreement
         assert f.mean_cosine < 0.99999  # it really is quantized: not bit-identical to fp32
     assert any("Conv nodes quantized" in note for note in result.notes)
+    assert any("ONNX Runtime CPU placement" in note for note in result.notes)
+
+
+def _optimised_ops(path, tmp_path) -> Counter:
+    """Operator counts of the graph ONNX Runtime's CPU provider really runs (its optimised, fused graph)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # fusions, no NCHWc layout
+    options.optimized_model_filepath = str(tmp_path / f"optimised-{path.name}")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.slow
+def test_int8_cpu_graph_runs_as_int8_kernels_on_onnx_runtime(int8_export, tmp_path):
+    """The CPU placement becomes QLinearConv on ONNX Runtime, every backbone Conv of it; the TensorRT placement
+    leaves the Convs in fp32 there (why both are written)."""
+    _ckpt, out, _result = int8_export
+    cpu = _optimised_ops(out / "tiny-drone.int8-cpu.onnx", tmp_path)
+    convs = Counter(n.op_type for n in onnx.load(str(out / "tiny-drone.onnx")).graph.node)["Conv"]
+    assert cpu["QLinearConv"] == convs and cpu["Conv"] + cpu["FusedConv"] == 0
+    assert cpu["QLinearAdd"] == 16  # ResNet-18's residual Adds, image and mirror
+    tensorrt = _optimised_ops(out / "tiny-drone.int8.onnx", tmp_path)
+    assert tensorrt["QLinearConv"] == 0
+    meta = read_onnx_metadata(out / "tiny-drone.int8-cpu.onnx")
+    assert meta["precision"] == "int8" and meta["int8_target"] == "onnxruntime-cpu"
+    assert read_onnx_metadata(out / "tiny-drone.int8.onnx")["int8_target"] == "tensorrt"
+    assert meta["source_fingerprint"] == read_onnx_metadata(out / "tiny-drone.onnx")["source_fingerprint"]
 
 
 @pytest.mark.slow

@@ -12,7 +12,9 @@ reverse). Modules, one concern each:
     split         the split export's torch side (backbone-only module, BatchNorm-folded heads)
     onnx_export   torch -> ONNX (dynamic batch, metadata, checks)
     onnx_graph    ModelProto helpers: graph surgery, metadata_props
-    fp16, quantize  fp16 copy and Q/DQ int8 version of an ONNX graph
+    fp16          fp16 copy of an ONNX graph
+    int8_placements  the int8 graphs --int8 writes: quantize (TensorRT's Q/DQ placement), quantize_cpu (ONNX
+                  Runtime CPU's)
     tensorrt, trt_plan  building TensorRT engines; the per-version build decisions
     pt2           AOTInductor packages
     cli           `lpn-edge export`

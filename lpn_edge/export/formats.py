@@ -7,9 +7,11 @@ what would work. This module imports nothing heavy: the command line reads it to
 
 Precision decisions (documented here because the table enforces them):
   * ONNX is always written in fp32: it is the portable master artifact, and ONNX Runtime's CPU provider does not
-    compute in fp16. ``--onnx --int8 --calib DIR`` additionally writes an explicit-quantization (Q/DQ) ONNX, which
-    ONNX Runtime and every TensorRT version consume. ``--onnx --fp16`` alone is refused: an fp16 ONNX exists only as
-    the input a strongly typed TensorRT (>= 10.12) fp16 build parses (written beside the engine by ``--trt --fp16``).
+    compute in fp16. ``--onnx --int8 --calib DIR`` additionally writes two explicit-quantization (Q/DQ) ONNX
+    graphs: ``.int8.onnx`` laid out for TensorRT (every version builds int8 engines from it) and ``.int8-cpu.onnx``
+    laid out for ONNX Runtime's CPU int8 kernels (`int8_placements`). ``--onnx --fp16`` alone is refused: an fp16
+    ONNX exists only as the input a strongly typed TensorRT (>= 10.12) fp16 build parses (written beside the engine
+    by ``--trt --fp16``).
   * TensorRT engines are fp32, fp16 or int8 (int8 needs calibration images).
   * pt2 (AOTInductor) packages are fp32 only.
 """

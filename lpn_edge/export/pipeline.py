@@ -20,6 +20,7 @@ import torch
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export.formats import FORMATS
+from lpn_edge.export.int8_placements import INT8_PLACEMENTS, Int8Placement
 from lpn_edge.export.options import (
     MIN_CALIBRATION_IMAGES,
     ExportOptions,
@@ -232,9 +233,11 @@ class ExportJob:
         for variant in self.variants:
             self._onnx_fp32(variant)
         if self.options.precision == "int8":
-            # The Q/DQ ONNX is the int8 artifact, and what every TensorRT version builds int8 engines from.
+            # Two int8 graphs, one per consumer: the Q/DQ placement TensorRT fuses (what every TensorRT version
+            # builds int8 engines from), and the one ONNX Runtime's CPU provider runs as int8 kernels.
             for variant in self.variants:
-                self._onnx_int8(variant)
+                for placement in INT8_PLACEMENTS:
+                    self._onnx_int8(variant, placement)
 
     def _onnx_fp32(self, variant: GraphVariant) -> None:
         from lpn_edge.export.onnx_export import export_onnx
@@ -266,18 +269,19 @@ class ExportJob:
         if variant.heads is not None:
             self.add(heads_final, "onnx", "fp32", "split_heads")
 
-    def _onnx_int8(self, variant: GraphVariant) -> None:
+    def _onnx_int8(self, variant: GraphVariant, placement: Int8Placement) -> None:
         from lpn_edge.export.onnx_graph import rewrite_onnx_metadata
-        from lpn_edge.export.quantize import quantize_int8
 
         source = self.out_dir / f"{variant.stem}.onnx"
-        final = self.out_dir / f"{variant.stem}.int8.onnx"
-        self.progress(f"quantizing {final.name} (Q/DQ int8, {len(self.calibration)} calibration images)")
+        final = self.out_dir / f"{variant.stem}.{placement.suffix}.onnx"
+        self.progress(f"quantizing {final.name} (int8 for {placement.target}, {len(self.calibration)} calibration "
+                      "images)")
         with Staging() as stage:
             tmp = stage.path(final)
-            report = quantize_int8(source, tmp, self.calibration)
-            rewrite_onnx_metadata(tmp, {**variant.metadata, "precision": "int8", "quantization": report.summary()})
-            self.note(f"{final.name}: {report.summary()}")
+            summary = placement.quantize(source, tmp, self.calibration)
+            rewrite_onnx_metadata(tmp, {**variant.metadata, "precision": "int8", "int8_target": placement.target,
+                                        "quantization": summary})
+            self.note(f"{final.name}: {summary}")
             self.check_onnx_parity(tmp, final.name, "int8", variant)
         self.add(final, "onnx", "int8", variant.output_name)
 

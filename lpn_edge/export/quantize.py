@@ -1,9 +1,10 @@
 """int8 explicit quantization: an fp32 ONNX graph -> a Q/DQ ONNX graph, from calibration statistics (numpy + onnx).
 
-What TensorRT builds int8 engines from on every version (explicit quantization; see `trt_plan`), and what ONNX
-Runtime runs. Q/DQ placement follows NVIDIA's recommendations for ResNets (TensorRT developer guide, "Q/DQ layer
-placement"; the ResNet case of NVIDIA's quantization toolkits), so that a residual block runs int8 from its input
-to its output instead of falling back to fp32 around BatchNorm, ReLU and the residual Add:
+What TensorRT builds int8 engines from on every version (explicit quantization; see `trt_plan`). ONNX Runtime runs
+it too, but as fp32 Convs (its CPU int8 graph is `quantize_cpu`'s, see `int8_placements`). Q/DQ placement follows
+NVIDIA's recommendations for ResNets (TensorRT developer guide, "Q/DQ layer placement"; the ResNet case of NVIDIA's
+quantization toolkits), so that a residual block runs int8 from its input to its output instead of falling back to
+fp32 around BatchNorm, ReLU and the residual Add:
   * BatchNormalization after a Conv is folded into the Conv's weight and bias first (in float64), so the weights
     are quantized as TensorRT will run them and no BatchNorm stands between Q/DQ pairs;
   * every Conv: its data input behind QuantizeLinear -> DequantizeLinear with one symmetric per-tensor scale c / 127

@@ -1,0 +1,34 @@
+"""The int8 ONNX graphs `lpn-edge export --onnx --int8` writes: one per consumer, because where the Q/DQ pairs go
+decides which kernels a runtime can fuse them into.
+
+    <stem>.int8.onnx      TensorRT placement (`quantize`): Conv inputs and residual identities quantized, Conv
+                          outputs fp32 so TensorRT fuses Conv + Add + ReLU; what every TensorRT int8 engine is
+                          built from. ONNX Runtime runs it, but as fp32 Convs between Q/DQ pairs (no speed-up).
+    <stem>.int8-cpu.onnx  ONNX Runtime CPU placement (`quantize_cpu`): Q/DQ on both sides of every Conv, which
+                          ONNX Runtime's CPU provider fuses into int8 QLinearConv / QLinearAdd kernels.
+Each is written, then checked against PyTorch at the int8 thresholds like every other artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Int8Placement:
+    suffix: str  # the file is <stem>.<suffix>.onnx
+    target: str  # the runtime the Q/DQ layout is for; written to the metadata as "int8_target"
+
+    def quantize(self, source: Path, destination: Path, calibration) -> str:
+        """Write the int8 graph of the fp32 ONNX `source` to `destination`; returns a one-line summary."""
+        if self.target == "tensorrt":
+            from lpn_edge.export.quantize import quantize_int8
+
+            return quantize_int8(source, destination, calibration).summary()
+        from lpn_edge.export.quantize_cpu import quantize_int8_cpu
+
+        return quantize_int8_cpu(source, destination, calibration)
+
+
+INT8_PLACEMENTS = (Int8Placement("int8", "tensorrt"), Int8Placement("int8-cpu", "onnxruntime-cpu"))

@@ -9,7 +9,8 @@ os.sched_setaffinity to --busy-core) runs, and reports the loaded p99 / idle med
 Each configuration runs in its own child process, so its affinity and thread pools start fresh.
 
 Configurations:
-  default      threads = physical cores, intra-op spinning on (a plain ONNX Runtime session: the old behaviour)
+  ort-default  a plain ONNX Runtime session: its defaults (a thread per core, intra-op spinning on)
+  runtime      the runtime's default (OnnxRunner(model): physical cores of the affinity mask, spinning off)
   2t-nospin    threads = 2, spinning off (cpu_session_options(2))
   1t           threads = 1, no affinity
   1t-pinned    threads = 1, the process pinned to the cores other than --busy-core (the recommended setting)
@@ -28,10 +29,11 @@ import time
 from pathlib import Path
 
 CONFIGS = {
-    "default": {"threads": None, "spinning": True, "pin": False},
-    "2t-nospin": {"threads": 2, "spinning": False, "pin": False},
-    "1t": {"threads": 1, "spinning": False, "pin": False},
-    "1t-pinned": {"threads": 1, "spinning": False, "pin": True},
+    "ort-default": {"threads": None, "plain": True, "pin": False},
+    "runtime": {"threads": None, "plain": False, "pin": False},
+    "2t-nospin": {"threads": 2, "plain": False, "pin": False},
+    "1t": {"threads": 1, "plain": False, "pin": False},
+    "1t-pinned": {"threads": 1, "plain": False, "pin": True},
 }
 BUSY = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
 
@@ -41,17 +43,16 @@ def child(model: Path, config: dict, frames: int, busy_core: int) -> dict:
     import numpy as np
 
     from lpn_edge.bench.stats import summarise
-    from lpn_edge.runtime.onnx_runner import OnnxRunner, cpu_session_options
+    from lpn_edge.runtime.onnx_runner import OnnxRunner
 
     if config["pin"]:
         allowed = sorted(set(os.sched_getaffinity(0)) - {busy_core}) or [0]
         os.sched_setaffinity(0, allowed)  # before the session exists: its threads inherit the mask
     runner = OnnxRunner(model, ("cpu",), threads=config["threads"])
-    if config["threads"] is None or config["spinning"]:  # rebuild with the spinning the config asks for
+    if config["plain"]:  # ONNX Runtime's own defaults, as a session without lpn-edge's options
         import onnxruntime as ort
 
-        options = cpu_session_options(config["threads"], spinning=config["spinning"])
-        runner.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        runner.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     size = runner.session.get_inputs()[0].shape[2:]
     frame = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
     for _ in range(2):

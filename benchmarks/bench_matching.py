@@ -65,7 +65,8 @@ def main() -> None:
     results["numpy engine"] = timed(lambda: numpy_engine.search(query, args.k), args.repeats)
     reference = numpy_engine.search(query, args.k)[0]
     if not args.skip_naive:
-        results["exact_topk (fp16 cast + matmul)"] = timed(lambda: exact_topk(query, gallery, args.k), max(1, args.repeats // 2))
+        results["exact_topk (fp16 cast + matmul)"] = timed(lambda: exact_topk(query, gallery, args.k),
+                                                           max(1, args.repeats // 2))
     try:
         import faiss
     except ImportError:

@@ -1,8 +1,9 @@
 """Write the benchmark subject: a random-weight LPN checkpoint with realistic BatchNorm statistics, and optionally
-its ONNX exports (fp32, and int8 Q/DQ calibrated on real photos when ../shared/data/u1652-mosaic is there).
+its ONNX exports (fp32, and the two int8 graphs of `lpn-edge export --int8`, calibrated on real photos when
+../shared/data/u1652-mosaic is there).
 
     python benchmarks/make_bench_model.py --out /tmp/bw                       # ResNet-50, stride 1, 4 parts, 256 px
-    python benchmarks/make_bench_model.py --out /tmp/bw --onnx --int8         # + bench-drone.onnx, .int8.onnx
+    python benchmarks/make_bench_model.py --out /tmp/bw --onnx --int8   # + bench-drone{,.int8,.int8-cpu}.onnx
 
 Random weights time exactly like trained ones, but they make a poor subject for int8 accuracy figures: with the
 identity BatchNorm statistics of a fresh model every image gets nearly the same embedding and the activations have
@@ -58,53 +59,6 @@ def write_calibration(folder: Path, count: int = 32) -> Path:
     return write_calibration_folder(folder, count, (128, 128), REAL_DATA)
 
 
-def write_ort_int8(source: Path, destination: Path, calib_folder: Path, size: tuple[int, int]) -> Path:
-    """int8 for ONNX Runtime's CPU provider: BatchNorm folded (lpn_edge.export.quantize.fold_batch_norms), then
-    onnxruntime.quantization.quantize_static in QDQ format (uint8 asymmetric activations, int8 per-channel weights,
-    min-max calibration on the calibration images) on Conv, Add, Relu and MaxPool: Q/DQ on both sides of every
-    Conv, which ONNX Runtime fuses into QLinearConv / QLinearAdd (the metadata of the source is kept)."""
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    from lpn_edge.export.calibration import calibration_images
-    from lpn_edge.export.quantize import fold_batch_norms
-
-    model = onnx.load(str(source))
-    fold_batch_norms(model)
-    images = calibration_images(calib_folder, size, 32)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(images.batches(1))
-
-        def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else {"images": batch}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folded = Path(tmp) / "folded.onnx"
-        onnx.save(model, str(folded))
-        quantize_static(str(folded), str(destination), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=["Conv", "Add", "MaxPool", "Relu"])
-    from lpn_edge.export.onnx_graph import rewrite_onnx_metadata
-    from lpn_edge.runtime.artifact import read_onnx_metadata
-
-    rewrite_onnx_metadata(destination, {**read_onnx_metadata(source), "precision": "int8",
-                                        "quantization": "onnxruntime.quantization QDQ, BatchNorm folded"})
-    print(f"wrote {destination} (ONNX Runtime CPU int8 placement)", file=sys.stderr)
-    return destination
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -112,35 +66,32 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--name", default="bench")
     parser.add_argument("--onnx", action="store_true", help="also export the drone view to ONNX fp32")
-    parser.add_argument("--int8", action="store_true", help="also export the int8 Q/DQ ONNX (32 calibration images)")
-    parser.add_argument("--int8-ort", action="store_true",
-                        help="also write <name>-drone.ortq.onnx: int8 with ONNX Runtime's own Q/DQ placement "
-                             "(onnxruntime.quantization, after BatchNorm folding), which its CPU provider runs as "
-                             "QLinearConv; the TensorRT placement of --int8 runs there as fp32 Convs")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write the int8 graphs (TensorRT and ONNX Runtime CPU placements; 32 calibration "
+                             "images)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt = make_checkpoint(args.out / f"{args.name}.pt", args.backbone, (args.size, args.size))
     print(f"wrote {ckpt}", file=sys.stderr)
-    if args.onnx or args.int8 or args.int8_ort:
+    if args.onnx or args.int8:
         from lpn_edge.export import ExportOptions, export_model
 
         small = dict(parity_queries=4, parity_gallery=8)
         export_model(ckpt, args.out, ExportOptions(formats={"onnx"}, **small),
                      progress=lambda text: print(text, file=sys.stderr))
         if args.int8:
-            # quantize_int8 directly, not export_model: the export keeps an int8 graph only when it passes the int8
+            # The quantizers directly, not export_model: the export keeps an int8 graph only when it passes the int8
             # parity thresholds, which a random-weight ResNet-50 misses (its accuracy figures are printed by
             # `lpn-edge bench`; the timing does not depend on the weights).
             from lpn_edge.export.calibration import calibration_images
-            from lpn_edge.export.quantize import quantize_int8
+            from lpn_edge.export.int8_placements import INT8_PLACEMENTS
 
             calib = calibration_images(write_calibration(args.out / "calib"), (args.size, args.size), 32)
-            report = quantize_int8(args.out / f"{args.name}-drone.onnx", args.out / f"{args.name}-drone.int8.onnx",
-                                   calib)
-            print(f"wrote {args.out / f'{args.name}-drone.int8.onnx'}: {report.summary()}", file=sys.stderr)
-        if args.int8_ort:
-            write_ort_int8(args.out / f"{args.name}-drone.onnx", args.out / f"{args.name}-drone.ortq.onnx",
-                           write_calibration(args.out / "calib"), (args.size, args.size))
+            for placement in INT8_PLACEMENTS:
+                destination = args.out / f"{args.name}-drone.{placement.suffix}.onnx"
+                summary = placement.quantize(args.out / f"{args.name}-drone.onnx", destination, calib)
+                print(f"wrote {destination}: {summary}", file=sys.stderr)
+
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -61,3 +63,22 @@ def test_provider_names_are_checked(providers, message):
 def test_short_names_map_to_ort_names():
     assert provider_names(("cpu",)) == ["CPUExecutionProvider"]
     assert PROVIDERS["cuda"] == "CUDAExecutionProvider" and PROVIDERS["tensorrt"] == "TensorrtExecutionProvider"
+
+
+def test_default_session_gives_up_spinning_and_uses_the_cores_it_may_run_on():
+    """The defaults that hold up beside other work (BENCHMARKS.md "Under load"): intra-op workers do not
+    busy-wait, and the thread count follows the affinity mask (taskset / sched_setaffinity before the session)."""
+    from lpn_edge.runtime.onnx_runner import cpu_session_options, physical_cores
+
+    options = cpu_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == physical_cores()
+    assert cpu_session_options(1, spinning=True).get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert physical_cores() == 1 and cpu_session_options().intra_op_num_threads == 1
+    finally:
+        os.sched_setaffinity(0, allowed)

@@ -21,14 +21,22 @@ class Int8Placement:
     target: str  # the runtime the Q/DQ layout is for; written to the metadata as "int8_target"
 
     def quantize(self, source: Path, destination: Path, calibration) -> str:
-        """Write the int8 graph of the fp32 ONNX `source` to `destination`; returns a one-line summary."""
+        """Write the int8 graph of the fp32 lpn-edge ONNX `source` to `destination`, with the source's metadata
+        plus precision, int8_target and the quantizer's summary (returned, one line)."""
+        from lpn_edge.export.onnx_graph import rewrite_onnx_metadata
+        from lpn_edge.runtime.artifact import read_onnx_metadata
+
         if self.target == "tensorrt":
             from lpn_edge.export.quantize import quantize_int8
 
-            return quantize_int8(source, destination, calibration).summary()
-        from lpn_edge.export.quantize_cpu import quantize_int8_cpu
+            summary = quantize_int8(source, destination, calibration).summary()
+        else:
+            from lpn_edge.export.quantize_cpu import quantize_int8_cpu
 
-        return quantize_int8_cpu(source, destination, calibration)
+            summary = quantize_int8_cpu(source, destination, calibration)
+        rewrite_onnx_metadata(destination, {**read_onnx_metadata(source), "precision": "int8",
+                                            "int8_target": self.target, "quantization": summary})
+        return summary
 
 
 INT8_PLACEMENTS = (Int8Placement("int8", "tensorrt"), Int8Placement("int8-cpu", "onnxruntime-cpu"))

@@ -270,17 +270,13 @@ class ExportJob:
             self.add(heads_final, "onnx", "fp32", "split_heads")
 
     def _onnx_int8(self, variant: GraphVariant, placement: Int8Placement) -> None:
-        from lpn_edge.export.onnx_graph import rewrite_onnx_metadata
-
         source = self.out_dir / f"{variant.stem}.onnx"
         final = self.out_dir / f"{variant.stem}.{placement.suffix}.onnx"
         self.progress(f"quantizing {final.name} (int8 for {placement.target}, {len(self.calibration)} calibration "
                       "images)")
         with Staging() as stage:
             tmp = stage.path(final)
-            summary = placement.quantize(source, tmp, self.calibration)
-            rewrite_onnx_metadata(tmp, {**variant.metadata, "precision": "int8", "int8_target": placement.target,
-                                        "quantization": summary})
+            summary = placement.quantize(source, tmp, self.calibration)  # with the fp32 graph's metadata
             self.note(f"{final.name}: {summary}")
             self.check_onnx_parity(tmp, final.name, "int8", variant)
         self.add(final, "onnx", "int8", variant.output_name)

@@ -8,13 +8,16 @@ actually uses (`InferenceSession.get_providers()`), and `backend` names them for
 ("onnxruntime-cpu").
 
 Session options (`cpu_session_options`): every graph optimisation (ORT_ENABLE_ALL), `threads` intra-op threads
-(default: the physical cores this process may run on, `physical_cores`); a thread count the caller gives also turns
-intra-op spinning off, which costs nothing measurable on an idle machine and keeps a busy one usable (spinning
-workers burn the cores other processes need; BENCHMARKS.md "ONNX Runtime session options" has the measurements,
-README "Running beside other work" the advice). GPU providers run through IO binding (`run_bound`): per batch size
-one input and one output OrtValue on the device, bound once and reused, so a call copies the frames in and the
-result out and allocates nothing on the device; `run_bound` hands the device-resident output to a caller that keeps
-working on the GPU (the split encoder's ring-pool kernel).
+(default: the physical cores this process may run on, `physical_cores`, so `taskset` or `os.sched_setaffinity`
+before the session decides them) and intra-op spinning off, which costs nothing measurable on an idle machine and
+keeps a busy one usable (spinning workers burn the cores other processes need, and a pool that waits for its
+slowest thread collapses when one core is taken; BENCHMARKS.md "ONNX Runtime session options" and "Under load" have
+the measurements, README "Running beside other work" the advice).
+
+GPU providers run through IO binding (`run_bound`): per batch size one input and one output OrtValue on the device,
+bound once and reused, so a call copies the frames in and the result out and allocates nothing on the device;
+`run_bound` hands the device-resident output to a caller that keeps working on the GPU (the split encoder's
+ring-pool kernel).
 """
 
 from __future__ import annotations
@@ -62,11 +65,11 @@ def physical_cores() -> int:
     return max(1, min(allowed, len(cores) or allowed))
 
 
-def cpu_session_options(threads: int | None = None, spinning: bool | None = None):
+def cpu_session_options(threads: int | None = None, spinning: bool = False):
     """`onnxruntime.SessionOptions` for lpn-edge graphs: every graph optimisation (constant folding, Conv+BatchNorm
     and Conv+ReLU fusion, the NCHWc layout on x86), one graph at a time (sequential execution, one inter-op thread)
-    and `threads` intra-op threads (None: `physical_cores()`). `spinning` (default: off when `threads` is given) lets
-    idle intra-op workers busy-wait for the next kernel."""
+    and `threads` intra-op threads (None: `physical_cores()`). `spinning` (default off) lets idle intra-op workers
+    busy-wait for the next kernel: ONNX Runtime's own default, measured no faster idle and slower under load."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -76,8 +79,6 @@ def cpu_session_options(threads: int | None = None, spinning: bool | None = None
     if threads is not None and int(threads) < 1:
         raise LpnEdgeError(f"threads must be at least 1, got {threads}")
     options.intra_op_num_threads = int(threads) if threads else physical_cores()
-    if spinning is None:
-        spinning = threads is None
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 

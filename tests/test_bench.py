@@ -31,6 +31,20 @@ def test_measure_interleaves_and_warms_up():
     assert calls == ["a", "b"] * 3 and {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
 
 
+def test_measure_settles_before_each_timed_call_outside_the_clock(monkeypatch):
+    """With `settle`, every timed call is preceded by a pause (spinning pools of the previous call go to sleep),
+    and the pause is not part of the sample."""
+    import lpn_edge.bench.stats as stats
+
+    events, clock = [], iter(range(100))
+    monkeypatch.setattr(stats.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
+    monkeypatch.setattr(stats.time, "perf_counter", lambda: float(next(clock)))
+    times = measure({"a": lambda: events.append("a"), "b": lambda: events.append("b")}, iters=2, warmup=1,
+                    settle=0.25)
+    assert events == ["a", "b"] + [("sleep", 0.25), "a", ("sleep", 0.25), "b"] * 2
+    assert times == {"a": [1.0, 1.0], "b": [1.0, 1.0]}  # one clock tick per call: the pause is outside
+
+
 def test_options_refuse_bad_values(tmp_path):
     with pytest.raises(LpnEdgeError, match="unknown part 'encoding'"):
         BenchOptions(skip={"encoding"})

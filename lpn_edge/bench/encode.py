@@ -33,6 +33,7 @@ from lpn_edge.errors import LpnEdgeError
 
 ACCURACY_QUERIES, ACCURACY_GALLERY = 16, 48
 REFERENCE = "pytorch eager fp32"
+SETTLE_SECONDS = 0.1  # pause between interleaved multi-threaded calls, so one pool's spinning stops first (stats)
 
 
 @dataclass
@@ -70,19 +71,14 @@ def accuracy_images(options: BenchOptions, size: tuple[int, int]):
 
 
 def open_onnx_cpu(path: Path, threads: int, tuned: bool) -> Subject:
-    """The artifact on ONNX Runtime's CPU provider: `tuned` as the runtime opens it (`cpu_session_options`, or the
-    encoders' `open_encoder` when that module exists), else a plain session with only its thread count set."""
+    """The artifact on ONNX Runtime's CPU provider: `tuned` as the runtime opens it (`open_encoder`, i.e.
+    `cpu_session_options`), else a plain session with only its thread count set."""
     import onnxruntime as ort
-
-    from lpn_edge.runtime.onnx_runner import OnnxRunner
 
     precision = artifact_info(path).get("precision", "fp32")
     if tuned:
-        try:
-            from lpn_edge.runtime.encoders import open_encoder
-        except ImportError:
-            runner = OnnxRunner(path, ("cpu",), batch=1 << 30, threads=threads)
-            return Subject(f"{path.name} onnxruntime-cpu (lpn-edge session)", path, precision, runner.run)
+        from lpn_edge.runtime.encoders import open_encoder
+
         encoder = open_encoder(path, device="cpu", threads=threads, batch=1 << 16)
         return Subject(f"{path.name} onnxruntime-cpu (lpn-edge session)", path, precision, encoder.embed)
     plain = ort.SessionOptions()
@@ -169,7 +165,7 @@ def cpu_part(options, results, progress, torch, model, onnx, images, accuracy, r
             for subject in subjects:
                 functions[subject.name] = (lambda s=subject, x=batch_images: s.run(x))
             progress(f"encode: cpu, {threads} thread(s), batch {batch}: {', '.join(functions)}")
-            times = measure(functions, options.iters, options.warmup)
+            times = measure(functions, options.iters, options.warmup, settle=SETTLE_SECONDS if threads > 1 else 0.0)
             reference_row = None
             if model is not None:
                 reference_row = results.add("encode", REFERENCE, summarise(times[REFERENCE], batch), device="cpu",

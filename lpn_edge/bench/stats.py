@@ -40,8 +40,14 @@ def summarise(seconds: Sequence[float], items: int = 1) -> dict[str, float]:
 
 
 def measure(functions: Mapping[str, Callable[[], object]], iters: int, warmup: int,
-            sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """Run each callable `warmup` times, then `iters` timed calls, round-robin (a, b, a, b, ...): {name: seconds}."""
+            sync: Callable[[], None] | None = None, settle: float = 0.0) -> dict[str, list[float]]:
+    """Run each callable `warmup` times, then `iters` timed calls, round-robin (a, b, a, b, ...): {name: seconds}.
+
+    settle: seconds to wait, untimed, before each timed call of a multi-threaded CPU callable. A thread pool's
+    workers keep spinning for a while after their call returns (ONNX Runtime's by default), and spinning workers of
+    the previous callable slowed the next one by 25 % on two cores (93 ms against 75 ms, the same session measured
+    with and without a 50 ms pause); the pause lets them go to sleep first.
+    """
     for _ in range(warmup):
         for function in functions.values():
             function()
@@ -49,6 +55,8 @@ def measure(functions: Mapping[str, Callable[[], object]], iters: int, warmup: i
     clock = time.perf_counter
     for _ in range(iters):
         for name, function in functions.items():
+            if settle > 0:
+                time.sleep(settle)
             if sync is not None:
                 sync()
             start = clock()

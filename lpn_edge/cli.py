@@ -514,8 +514,13 @@ def locate(
                                                              "estimates coloured by error, the tiles. Needs --truth."),
     orthophoto: Path | None = typer.Option(None, "--orthophoto", help="The map's background (default: the image "
                                                                          "named by a tiling.json beside the index)."),
+    threads: int | None = typer.Option(None, "--threads", help="Encoder threads on the CPU (default: one per core "
+                                                                 "the process may run on)."),
+    cpus: str | None = typer.Option(None, "--cpus", help="Run on these cores only, e.g. 0 or 2-3 (Linux): keep the "
+                                                          "encoder off the cores of other work; see README."),
 ):
     from lpn_edge.locate import LocateOptions, run_locate
+    from lpn_edge.runtime.cpus import parse_cpus
 
     indexes = [Path(part.strip()) for part in index.split(",") if part.strip()]
     if not indexes:
@@ -523,7 +528,8 @@ def locate(
     options = LocateOptions(model=model, indexes=indexes, inputs=inputs, top_k=top_k, device=device, engine=engine,
                             every=every, radius_m=radius, json=as_json, truth=truth, track=track,
                             max_speed=max_speed, interval=interval, tolerance_m=tolerance, patience=patience,
-                            plot=plot, orthophoto=orthophoto)
+                            plot=plot, orthophoto=orthophoto, threads=threads,
+                            cpus=parse_cpus(cpus) if cpus is not None else None)
     report = run_locate(options, say=typer.echo, warn=lambda line: typer.echo(line, err=True))
     if not report.ok:
         raise typer.Exit(1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class LocateOptions:
     patience: int = 3
     plot: Path | None = None
     orthophoto: Path | None = None
+    threads: int | None = None  # encoder threads on the CPU (None: one per core the process may run on)
+    cpus: tuple[int, ...] | None = None  # pin the process to these cores before the model loads
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,6 +197,10 @@ def _check(options: LocateOptions) -> None:
     if options.track and not (options.max_speed > 0 and options.interval > 0):
         raise LpnEdgeError(f"--max-speed and --interval must be positive; got {options.max_speed} m/s, "
                            f"{options.interval} s")
+    if options.threads is not None and options.threads < 1:
+        raise LpnEdgeError(f"--threads must be at least 1; got {options.threads}")
+    if options.threads is not None and options.device != "cpu":
+        raise LpnEdgeError(f"--threads sets the encoder's CPU threads; it does not apply to --device {options.device}")
     if options.plot is not None and options.plot.suffix.lower() != ".png":
         raise LpnEdgeError(f"--plot {options.plot}: the map is a PNG file; give a name ending in .png")
 
@@ -220,9 +227,13 @@ def run_locate(options: LocateOptions, say: Callable[[str], None] = print,
                                "beside the gallery index names an image that exists)")
         if not Path(backdrop[0]).is_file():
             raise LpnEdgeError(f"--orthophoto {backdrop[0]} does not exist")
-    model = options.model
-    localizer = Localizer(model, list(options.indexes), device=options.device, top_k=options.top_k,
-                          engine=options.engine, radius_m=options.radius_m)
+    if options.cpus is not None:
+        from lpn_edge.runtime.cpus import pin_to_cpus
+
+        pin_to_cpus(options.cpus)  # before the encoder exists: its thread pool inherits the mask
+    encoder_options = {"threads": options.threads} if options.threads is not None else {}
+    localizer = Localizer(options.model, list(options.indexes), device=options.device, top_k=options.top_k,
+                          engine=options.engine, radius_m=options.radius_m, **encoder_options)
     with localizer:
         say_info = warn if options.json else say
         say_info(localizer.describe())
@@ -312,6 +323,11 @@ def _summarise(report: LocateReport, localizer: Localizer, truth: Truth | None, 
              + (" (" + ", ".join(name for name, _ in report.failed) + ")" if report.failed else "")]
     summary: dict[str, Any] = {"frames": len(report.frames), "unreadable": [name for name, _ in report.failed],
                                "radius_m": round(localizer.radius_m, 3), "engine": localizer.engine}
+    if options.cpus is not None:  # what the process really ran on
+        summary["cpus"] = sorted(os.sched_getaffinity(0))
+        lines.append(f"pinned to cores {','.join(map(str, summary['cpus']))}")
+    if options.threads is not None:
+        summary["threads"] = options.threads
     if report.frames:
         latency = {}
         lines.append("latency per frame (ms)   median      p90")

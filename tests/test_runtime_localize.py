@@ -8,7 +8,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import re
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -272,3 +275,29 @@ def test_video_without_pyav_is_one_line_naming_the_extra(area, tmp_path, monkeyp
     result = invoke("--model", area["model"], "--index", area["gallery"], video)
     assert result.exit_code == 2 and 'pip install "lpn-edge[video]"' in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cpus_and_threads_pin_the_run_and_are_reported(area):
+    """--cpus pins the process before the model loads and --threads sets the encoder's threads (the setting that
+    holds up beside other work); run in a child process, since pinning is for the whole process."""
+    core = min(os.sched_getaffinity(0))
+    command = [sys.executable, "-m", "lpn_edge.cli", "locate", "--model", str(area["model"]), "--index",
+               str(area["gallery"]), str(area["tiles"] / "0024.png"), "--json", "--cpus", str(core), "--threads", "1"]
+    child = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    lines = [json.loads(line) for line in child.stdout.splitlines()]
+    assert lines[0]["tiles"][0]["id"] == "0024"
+    assert lines[-1]["summary"]["cpus"] == [core] and lines[-1]["summary"]["threads"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cpus", "1-0"], r"--cpus takes core numbers and ranges such as 0, 0,1 or 2-3; got '1-0'"),
+    (["--cpus", "4096"], r"--cpus 4096: core 4096 is not available to this process; it may use cores "),
+    (["--threads", "0"], r"--threads must be at least 1; got 0"),
+    (["--threads", "2", "--device", "cuda"], r"--threads sets the encoder's CPU threads; it does not apply to"),
+])
+def test_bad_cpus_and_threads_are_one_line_errors(area, args, message):
+    before = os.sched_getaffinity(0)
+    result = invoke("--model", area["model"], "--index", area["gallery"], area["tiles"], *args)
+    assert result.exit_code == 2 and re.search(message, result.output), result.output
+    assert os.sched_getaffinity(0) == before  # nothing pinned

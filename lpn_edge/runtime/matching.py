@@ -96,26 +96,58 @@ _F16_MASK = np.int32(-0x70002000)  # 0x8FFFE000: sign, then the 15 exponent/mant
 _BLOCK_ELEMENTS = 1 << 17  # rows x dim per scoring step: fits L2, and stays under OpenBLAS's threading threshold
 
 
-def _fp16_finite(gallery: np.ndarray, rows: int = 1 << 14) -> bool:
-    bits = gallery.view(np.int16) if gallery.flags.c_contiguous else None
-    for start in range(0, len(gallery), rows):
-        block = bits[start : start + rows] if bits is not None else \
-            np.ascontiguousarray(gallery[start : start + rows]).view(np.int16)
-        if ((block & 0x7C00) == 0x7C00).any():
-            return False
-    return True
+_PAD_INDEX = np.iinfo(np.int64).max  # index of a padding entry in (Q, w) candidate arrays (score -inf)
+_UNIT_ROUNDOFF = 2.0**-24  # float32
+
+
+def _widen(rows: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """fp16 rows -> float32 rows holding value * 2**-112 exactly (subnormals included), written into the leading
+    rows of the int32 `buffer`: the fp16 bits shifted to the fp32 positions by two integer ufuncs (numpy's own
+    fp16 -> fp32 cast is scalar code, ~10x slower)."""
+    target = buffer[: len(rows)]
+    np.left_shift(np.asarray(rows).view(np.int16), 13, out=target, dtype=np.int32)  # sign-extended: 31..28 = sign
+    np.bitwise_and(target, _F16_MASK, out=target)
+    return target.view(np.float32)
+
+
+def _scan_gallery(gallery: np.ndarray, buffer: np.ndarray) -> tuple[bool, float]:
+    """(every value finite, an upper bound on the largest row norm) of an fp16 or fp32 gallery, read block by
+    block through `buffer` (int32, as `_widen` uses it)."""
+    fp16 = gallery.dtype == np.float16
+    largest = 0.0
+    for start in range(0, len(gallery), len(buffer)):
+        rows = np.asarray(gallery[start : start + len(buffer)])
+        if fp16:
+            if ((rows.view(np.int16) & 0x7C00) == 0x7C00).any():
+                return False, 0.0
+            block = _widen(rows, buffer)
+        else:
+            block = rows.astype(np.float32, copy=False)
+            if not np.isfinite(block).all():
+                return False, 0.0
+        with np.errstate(over="ignore"):
+            squares = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        if len(squares):
+            largest = max(largest, float(np.sqrt(squares.max())) * (float(_F16_SCALE) if fp16 else 1.0))
+    return True, largest * (1 + 1e-6)
 
 
 class NumpyMatcher:
     """Exact top-k on the CPU with numpy + BLAS, bounded memory, any gallery numpy can slice (np.memmap, an index).
 
-    numpy has no fp16 arithmetic and its fp16 -> fp32 cast is scalar code (~2.5 ns per element), so an fp16 gallery
+    Two passes, so that the answer is exact and the gallery is read once, fast:
+      1. every row scored in float32 (sgemv / sgemm), block by block, and only the rows that can still be in the
+         top k kept: those within a margin of the k-th best float32 score. The margin is twice the bound on float32
+         rounding of a D-term dot product (gamma_D |q| max|g|, Higham's bound, which holds for any summation order
+         BLAS picks), plus a few ulps: every row of the exact top k survives.
+      2. the survivors (k plus the near-ties, a handful) rescored exactly as `rescore` says: summed in float64 and
+         rounded once to float32, so a row's score does not depend on where it sat in a block (BLAS sums float32
+         rows in kernel-dependent orders: two identical rows could differ in the last bit and a tie be broken by
+         position instead of by index), then ranked by the rule of exact_topk (ties by ascending index).
+    numpy has no fp16 arithmetic and its fp16 -> fp32 cast is scalar code (~1.3 ns per element), so an fp16 gallery
     is read in blocks of ~128k elements (64 rows of 2048: L2-resident) whose fp16 bits are widened to fp32 bit
     patterns with two integer ufuncs (value * 2**-112, exact) and multiplied with the query scaled by 2**112 (exact).
-    Each block is summed in float64 (dgemv / dgemm) and rounded once to float32: a row's score then does not depend
-    on where the row sits in a block (BLAS sums float32 rows in kernel-dependent orders, so two identical rows could
-    differ in the last bit and a tie be broken by position instead of by index). Scores of `block_scores` rows are
-    kept and reduced to the running top-k (ties by ascending index, as exact_topk).
+    The constructor reads the gallery once (finite values, largest row norm for the margin).
     """
 
     engine = "numpy"
@@ -127,32 +159,50 @@ class NumpyMatcher:
         self.size, self.dim = gallery.shape
         self.block_rows = block_rows or max(1, _BLOCK_ELEMENTS // max(1, self.dim))
         self.select_rows = max(self.block_rows, select_rows)
-        if gallery.dtype == np.float16 and not _fp16_finite(gallery):
-            raise LpnEdgeError("gallery holds fp16 infinities or NaNs; expected finite unit-norm embeddings")
         self._buffer = np.empty((self.block_rows, self.dim), np.int32)  # fp16 bits widened, read as float32
+        finite, self.largest_norm = _scan_gallery(gallery, self._buffer)
+        if not finite:
+            raise LpnEdgeError(f"gallery holds {'fp16 ' if gallery.dtype == np.float16 else ''}infinities or NaNs; "
+                               "expected finite unit-norm embeddings")
 
     def scores(self, queries: np.ndarray, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        """out[:, :stop - start] = float32 scores of (Q, D) queries against gallery rows start..stop-1."""
-        return _score(self.gallery, queries, start, stop, out, self._buffer)
+        """out[:, :stop - start] = exact float32 scores (float64 sums) of (Q, D) queries against gallery rows
+        start..stop-1."""
+        return _score(self.gallery, queries, start, stop, out, self._buffer, exact=True)
+
+    def margin(self, queries: np.ndarray) -> np.ndarray:
+        """(Q,) float32 score distance below the k-th best float32 score within which a row may still be in the
+        exact top k (see the class docstring)."""
+        dim = self.dim
+        gamma = dim * _UNIT_ROUNDOFF / (1 - dim * _UNIT_ROUNDOFF)
+        scale = np.linalg.norm(queries.astype(np.float64), axis=1) * self.largest_norm
+        return ((2 * gamma + 8 * _UNIT_ROUNDOFF) * 1.01 * scale).astype(np.float32)
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, D) or (D,) float32 queries -> indices (Q, k) int64, scores (Q, k) float32, as exact_topk."""
         queries = np.ascontiguousarray(_as_queries(query, self.dim))
         if not 1 <= k <= self.size:
             raise LpnEdgeError(f"k must be between 1 and the gallery size {self.size}; got {k}")
+        margin = self.margin(queries)
         out = np.empty((len(queries), min(self.size, self.select_rows)), np.float32)
-        best_indices = np.zeros((len(queries), 0), np.int64)
-        best_scores = np.zeros((len(queries), 0), np.float32)
+        kept_indices = np.zeros((len(queries), 0), np.int64)
+        kept_scores = np.zeros((len(queries), 0), np.float32)
         for start in range(0, self.size, self.select_rows):
             stop = min(self.size, start + self.select_rows)
-            scores = self.scores(queries, start, stop, out)
+            scores = _score(self.gallery, queries, start, stop, out, self._buffer, exact=False)
             if not np.isfinite(scores).all():
                 query_row, gallery_row = np.argwhere(~np.isfinite(scores))[0]
                 raise LpnEdgeError(f"score of query {query_row} with gallery row {start + gallery_row} is not "
                                    "finite; expected finite embeddings of moderate size (unit norm)")
-            block_scores, block_indices = _block_candidates(scores, start, k)
-            best_indices, best_scores = _select(np.concatenate([best_scores, block_scores], 1),
-                                                np.concatenate([best_indices, block_indices], 1), k)
+            indices = np.broadcast_to(np.arange(start, stop, dtype=np.int64), scores.shape)
+            block_scores, block_indices = _near_top(scores, indices, k, margin)
+            kept_scores, kept_indices = _near_top(np.concatenate([kept_scores, block_scores], 1),
+                                                  np.concatenate([kept_indices, block_indices], 1), k, margin)
+        exact = np.full(kept_indices.shape, -np.inf, np.float32)
+        for number, (picks, query) in enumerate(zip(kept_indices, queries)):
+            real = picks != _PAD_INDEX
+            exact[number, real] = self.rescore(query[None], picks[real][None])[0]
+        best_indices, best_scores = _select(exact, kept_indices, k)
         return np.ascontiguousarray(best_indices), np.ascontiguousarray(best_scores, dtype=np.float32)
 
     def rescore(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -162,33 +212,28 @@ class NumpyMatcher:
             order = np.argsort(picks, kind="stable")
             picked = np.asarray(self.gallery[picks[order]])  # ascending rows: sequential reads of a memmap
             out = np.empty((1, len(picks)), np.float32)
-            result[number, order] = _score(picked, query[None], 0, len(picks), out, self._buffer)[0]
+            result[number, order] = _score(picked, query[None], 0, len(picks), out, self._buffer, exact=True)[0]
         return result
 
 
 def _score(gallery: np.ndarray, queries: np.ndarray, start: int, stop: int, out: np.ndarray,
-           buffer: np.ndarray) -> np.ndarray:
-    """out[:, :stop - start] = queries @ gallery[start:stop].T in float32, block by block (see NumpyMatcher)."""
+           buffer: np.ndarray, exact: bool) -> np.ndarray:
+    """out[:, :stop - start] = queries @ gallery[start:stop].T, block by block (see NumpyMatcher): summed in float32
+    by BLAS, or with `exact` in float64 and rounded once to float32."""
     block_rows = len(buffer)
     fp16 = gallery.dtype == np.float16
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = queries * _F16_SCALE if fp16 else queries
     if fp16 and not np.isfinite(scaled).all():  # |q| > 2**16: cannot scale, upcast instead
         fp16, scaled = False, queries
-    scaled = scaled.astype(np.float64)  # float64 sums: one rounding per score, whatever the block layout
-    wide = buffer.view(np.float32)
+    scaled = scaled.astype(np.float64 if exact else np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         for begin in range(start, stop, block_rows):
             end = min(stop, begin + block_rows)
             rows = gallery[begin:end]
-            if fp16:
-                bits = np.asarray(rows).view(np.int16)
-                np.left_shift(bits, 13, out=buffer[: end - begin], dtype=np.int32)  # sign-extended: 31..28 = sign
-                np.bitwise_and(buffer[: end - begin], _F16_MASK, out=buffer[: end - begin])
-                block = wide[: end - begin]
-            else:
-                block = np.asarray(rows, dtype=np.float32)
-            block = block.astype(np.float64)
+            block = _widen(rows, buffer) if fp16 else np.asarray(rows, dtype=np.float32)
+            if exact:
+                block = block.astype(np.float64)
             if len(queries) == 1:
                 out[0, begin - start : end - start] = block @ scaled[0]
             else:
@@ -196,24 +241,24 @@ def _score(gallery: np.ndarray, queries: np.ndarray, start: int, stop: int, out:
     return out[:, : stop - start]
 
 
-def _block_candidates(scores: np.ndarray, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The entries of (Q, m) block scores that can still be in the top k: those >= the block's k-th best (ties
-    included), as (Q, w) scores / gallery indices padded with -inf / int64 max. Linear time (argpartition)."""
+def _near_top(scores: np.ndarray, indices: np.ndarray, k: int, margin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of (Q, m) scores / gallery indices within `margin` (Q,) of each row's k-th best score (ties and
+    near-ties included), compacted to (Q, w) arrays padded with -inf / _PAD_INDEX, each row's entries in their
+    original order. Linear time (partition)."""
     count = scores.shape[1]
     if count <= k:
-        return scores.copy(), np.broadcast_to(np.arange(start, start + count, dtype=np.int64), scores.shape)
-    part = np.argpartition(scores, count - k, axis=1)[:, count - k :]
-    kth = np.take_along_axis(scores, part, 1).min(1, keepdims=True)
-    keep = scores >= kth
+        return scores.copy(), np.array(indices)
+    kth = np.partition(scores, count - k, axis=1)[:, count - k]
+    keep = scores >= (kth - margin)[:, None]
     rows, cols = np.nonzero(keep)  # row-major: each row's columns ascending
     per_row = keep.sum(1)
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
     width = int(per_row.max())
-    block_scores = np.full((len(scores), width), -np.inf, np.float32)
-    block_indices = np.full((len(scores), width), np.iinfo(np.int64).max, np.int64)
-    block_scores[rows, slot] = scores[rows, cols]
-    block_indices[rows, slot] = cols + start
-    return block_scores, block_indices
+    kept_scores = np.full((len(scores), width), -np.inf, np.float32)
+    kept_indices = np.full((len(scores), width), _PAD_INDEX, np.int64)
+    kept_scores[rows, slot] = scores[rows, cols]
+    kept_indices[rows, slot] = indices[rows, cols]
+    return kept_scores, kept_indices
 
 
 class FaissMatcher:
@@ -241,12 +286,9 @@ class FaissMatcher:
                                                     faiss.METRIC_INNER_PRODUCT)
         else:
             self.index = faiss.IndexFlatIP(self.dim)
-        largest = 0.0
         for start in range(0, self.size, add_rows):
-            rows = np.ascontiguousarray(gallery[start : start + add_rows], dtype=np.float32)
-            largest = max(largest, float(np.sqrt((rows.astype(np.float64) ** 2).sum(1).max())) if len(rows) else 0)
-            self.index.add(rows)
-        self.largest_norm = largest
+            self.index.add(np.ascontiguousarray(gallery[start : start + add_rows], dtype=np.float32))
+        self.largest_norm = self._numpy.largest_norm
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, D) or (D,) float32 queries -> indices (Q, k) int64, scores (Q, k) float32, as the numpy engine."""

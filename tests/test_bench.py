@@ -108,6 +108,24 @@ def test_bench_table_and_skip(tmp_path):
     assert bad.exit_code == 2 and "comma-separated integers" in bad.output
 
 
+def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path, monkeypatch):
+    """--device cuda measures GPU rows only; with no CUDA device it stops with one line before timing anything."""
+    import torch
+
+    from lpn_edge.bench import machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    started = []
+    monkeypatch.setattr(machine, "load_average", lambda: started.append(1) or 0.0)
+    result = CliRunner().invoke(app, ["bench", "--model", str(tmp_path / "absent.pt"), "--device", "cuda"])
+    assert result.exit_code == 2 and "does not exist" in result.output  # the model is checked first
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    result = CliRunner().invoke(app, ["bench", "--model", str(tmp_path / "model.pt"), "--device", "cuda"])
+    assert result.exit_code == 2 and "--device cuda: no CUDA device visible to torch" in result.output
+    assert not started  # no part began
+    assert not BenchOptions(device="cuda").cpu_rows and BenchOptions(device="auto").cpu_rows
+
+
 def test_slicing_reference_computes_the_ring_pooling():
     import torch
 

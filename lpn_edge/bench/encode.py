@@ -113,7 +113,10 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     if accuracy is not None:
         with torch.inference_mode():
             reference_accuracy = model.embed(torch.from_numpy(accuracy.images), options.view).numpy()
-    cpu_part(options, results, progress, torch, model, onnx, images, accuracy, reference_accuracy)
+    if options.cpu_rows:
+        cpu_part(options, results, progress, torch, model, onnx, images, accuracy, reference_accuracy)
+    else:
+        results.skip("encode", "CPU rows", "--device cuda: GPU rows only")
     gpu_torch, no_gpu = cuda_or_reason(options.device)
     if gpu_torch is None:
         results.skip("encode", "GPU rows (reference fp32/fp16 channels_last, CUDA graph, ONNX Runtime CUDA, "

@@ -55,11 +55,14 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     progress(f"match: building a {options.gallery_size} x {dim} fp16 gallery")
     gallery = synthetic_gallery(options.gallery_size, dim)
     words = gallery.reshape(-1).view(np.uint64)
-    engines = {"numpy": open_matcher(gallery, "numpy")}
-    try:
-        engines["faiss"] = open_matcher(gallery, "faiss")
-    except LpnEdgeError as error:
-        results.skip("match", "faiss engine", str(error))
+    engines = {"numpy": open_matcher(gallery, "numpy")}  # with --device cuda: the GPU engine's expected answer
+    if not options.cpu_rows:
+        results.skip("match", "CPU rows", "--device cuda: GPU rows only")
+    else:
+        try:
+            engines["faiss"] = open_matcher(gallery, "faiss")
+        except LpnEdgeError as error:
+            results.skip("match", "faiss engine", str(error))
     gpu_torch, no_gpu = cuda_or_reason(options.device)
     if gpu_torch is None:
         results.skip("match", "gpu engine and torch matmul + topk on the GPU", no_gpu)
@@ -82,19 +85,25 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
             if name == "gpu":
                 continue  # timed beside the torch reference on the device, below
             functions[f"{name} engine"] = lambda e=engine, q=queries: e.search(q, k)
-        progress(f"match: {count} quer{'y' if count == 1 else 'ies'} x {options.gallery_size}: {', '.join(functions)}")
-        times = measure(functions, options.iters, options.warmup)
-        floor_stats = summarise(times.pop(FLOOR))
-        results.add("match", FLOOR, floor_stats, device="cpu", queries=count, gallery=options.gallery_size, dim=dim,
-                    reference_row=True)
-        for name, samples in times.items():
-            results.add("match", name, summarise(samples, count), device="cpu", queries=count,
-                        gallery=options.gallery_size, dim=dim, k=k, floor_ms=floor_stats["median_ms"])
+        if options.cpu_rows:
+            cpu_rows(options, results, progress, functions, count, dim, k)
         if gpu_torch is not None:
             gpu_reference(options, results, progress, gpu_torch, gallery, queries, k, engines.get("gpu"))
     for engine in engines.values():
         if hasattr(engine, "close"):
             engine.close()
+
+
+def cpu_rows(options, results, progress, functions, count: int, dim: int, k: int) -> None:
+    """Time the CPU engines of one query count beside the memory floor (`functions` holds both)."""
+    progress(f"match: {count} quer{'y' if count == 1 else 'ies'} x {options.gallery_size}: {', '.join(functions)}")
+    times = measure(functions, options.iters, options.warmup)
+    floor_stats = summarise(times.pop(FLOOR))
+    results.add("match", FLOOR, floor_stats, device="cpu", queries=count, gallery=options.gallery_size, dim=dim,
+                reference_row=True)
+    for name, samples in times.items():
+        results.add("match", name, summarise(samples, count), device="cpu", queries=count,
+                    gallery=options.gallery_size, dim=dim, k=k, floor_ms=floor_stats["median_ms"])
 
 
 def gpu_reference(options, results, progress, torch, gallery, queries, k, engine) -> None:

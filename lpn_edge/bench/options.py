@@ -18,7 +18,8 @@ class BenchOptions:
     batch / threads: the sizes and CPU thread counts measured (threads apply to ONNX Runtime and to torch alike).
     gallery_size: rows of the synthetic matching gallery; dim: its width (default: the model's embedding).
     data: a University-1652-layout folder (drone/, satellite/) for the accuracy figures (default random images).
-    device: "cpu", "cuda" or "auto" (cuda when torch sees one)."""
+    device: "cpu", "cuda" or "auto" (cuda when torch sees one). "cuda" measures the GPU rows only (the CPU rows of
+    a GPU machine would take most of a lease) and fails at once without a CUDA device; "auto" measures both."""
 
     models: tuple[Path, ...] = ()
     reference: Path | None = None
@@ -34,6 +35,11 @@ class BenchOptions:
     data: Path | None = None
     device: str = "auto"
     view: str = "drone"
+
+    @property
+    def cpu_rows(self) -> bool:
+        """Whether the CPU rows are measured (not with --device cuda)."""
+        return self.device != "cuda"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(Path(m) for m in self.models))
@@ -118,6 +124,8 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda te
     """Run the parts of `options` not skipped; the JSON document (see the package docstring)."""
     from lpn_edge.bench import machine
 
+    if options.device == "cuda":
+        cuda_or_reason("cuda")  # no CUDA device: one line now, not after the CPU-free parts have run
     results = Results()
     document = {"machine": machine.describe(), "options": options.to_json()}
     for part in PARTS:

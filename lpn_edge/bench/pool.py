@@ -36,7 +36,9 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     if torch is None:
         results.skip("pool", REFERENCE + " and the torch MatMul", no_torch)
     rng = np.random.default_rng(0)
-    for batch in options.batch:
+    if not options.cpu_rows:
+        results.skip("pool", "CPU rows", "--device cuda: GPU rows only")
+    for batch in options.batch if options.cpu_rows else ():
         feature_map = rng.random((batch, CHANNELS, HEIGHT, WIDTH), dtype=np.float32)
         floor = host_read_floor(feature_map, max(3, options.iters))
         functions = {"numpy (runtime CPU path)": lambda m=feature_map: pool_parts(m, PARTS, "ring")}

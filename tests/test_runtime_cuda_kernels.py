@@ -15,6 +15,7 @@ import pytest
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.runtime import cuda_kernels as ck, matching, ring_pool
+from lpn_edge.runtime.cuda_buffers import CudaMemory
 
 ARCHS = ("75", "87", "90")
 
@@ -247,28 +248,24 @@ def test_nvcc_compile_error_becomes_one_line(cache_home, tmp_path):
 
 # --- Python plumbing through a fake backend that runs the kernels with numpy -------------------------------------
 
-class FakeBackend(ck.Backend):
-    """Device memory is one numpy byte heap; each launch is executed by the numpy reference of its kernel."""
+class FakeMemory(CudaMemory):
+    """A `CudaMemory` whose device is one numpy byte heap: the real tracking (alloc, free, close) on fake
+    primitives."""
 
-    name, arch, compiler, cuda_version = "fake", "sm_87", "fake", "0"
+    name = "fake"
 
-    def __init__(self, free: int = 1 << 26) -> None:
+    def __init__(self, free: int) -> None:
+        super().__init__()
         self.heap = np.zeros(free, np.uint8)
-        self.top, self._free_bytes, self.launches = 256, free, []
+        self.top, self.free_total = 256, free
 
-    def module(self, name):
-        return name
-
-    def function(self, module, name):
-        return name
-
-    def alloc(self, nbytes):
+    def _alloc(self, nbytes):
         pointer = self.top
-        self.top += -(-int(nbytes) // 256) * 256
+        self.top += -(-max(int(nbytes), 1) // 256) * 256
         assert self.top <= len(self.heap), "fake device out of memory"
         return pointer
 
-    def free(self, pointer):
+    def _free(self, pointer):
         pass
 
     def to_device(self, pointer, array):
@@ -278,15 +275,31 @@ class FakeBackend(ck.Backend):
     def to_host(self, array, pointer):
         array.view(np.uint8).reshape(-1)[:] = self.heap[pointer : pointer + array.nbytes]
 
-    def view(self, pointer, dtype, shape):
-        count = int(np.prod(shape))
-        return self.heap[pointer : pointer + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
-
-    def synchronize(self):
+    def synchronize_device(self):
         pass
 
-    def free_memory(self):
-        return self._free_bytes
+    def free_bytes(self):
+        return self.free_total
+
+
+class FakeBackend(ck.Backend):
+    """The kernels' backend over a FakeMemory; each launch is executed by the numpy reference of its kernel."""
+
+    name, arch, compiler, cuda_version = "fake", "sm_87", "fake", "0"
+
+    def __init__(self, free: int = 1 << 26) -> None:
+        super().__init__(FakeMemory(free))
+        self.launches = []
+
+    def module(self, name):
+        return name
+
+    def function(self, module, name):
+        return name
+
+    def view(self, pointer, dtype, shape):
+        count = int(np.prod(shape))
+        return self.memory.heap[pointer : pointer + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
 
     def launch(self, function, grid, block, args, stream=None):
         self.launches.append(function)
@@ -361,6 +374,11 @@ def test_ring_pool_kernel_plumbing(layout, pool):
     assert np.array_equal(embedding, ring_pool.embed_pooled(expected_pooled, weight, bias, 2.0))
     with pytest.raises(LpnEdgeError, match="feature map has 7 channels; these heads expect 6"):
         kernel.pool_and_embed(np.zeros((1, 7, 4, 4), np.float32))
+    memory = kernel.backend.memory  # every buffer went through the one memory layer, and close returns them all
+    assert memory.live[0] >= 5  # heads weight and bias, map, mirror, pooled, embedding
+    kernel.close()
+    kernel.close()  # twice: nothing freed twice
+    assert memory.live == (0, 0)
 
 
 @pytest.mark.parametrize("resident", [True, False])
@@ -380,6 +398,8 @@ def test_gpu_matcher_plumbing_resident_and_streamed(resident, monkeypatch):
         assert np.array_equal(indices, expected[0]) and np.array_equal(scores, expected[1])
     with pytest.raises(LpnEdgeError, match="1 <= k <= min"):
         matcher.search(queries, 65)
+    matcher.close()
+    assert matcher.backend.memory.live == (0, 0)
 
 
 # --- NVRTC (cuda-python's runtime compiler, the drone's path without pycuda): needs no GPU -------------------------

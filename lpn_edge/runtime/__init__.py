@@ -7,10 +7,11 @@ the export stage imports this package to write what it reads, never the reverse.
     split_heads     split export: feature map -> embedding in numpy (folded heads + ring matrix), .npz I/O
     onnx_runner     ONNX Runtime sessions on chosen providers ("cuda", "cpu", ...), the provider used reported
     trt_engine      running a serialized TensorRT engine; the machine description its sidecar is checked against
-    cuda_buffers    device buffers and streams for TensorRT (cuda-python or pycuda)
+    cuda_buffers    the one CUDA memory layer: buffers, copies, streams, graphs (cuda-python or pycuda)
     batching        feeding a bounded batch range (TensorRT profiles, pt2 packages)
     ring_pool       the CUDA kernel's computation in numpy: ring pooling + heads + normalisation (the CPU path)
-    cuda_kernels    compile-on-target CUDA kernels (ring pooling, top-k), cached; RingPoolKernel, GpuMatcher
+    cuda_kernels    CUDA kernels (ring pooling, top-k) compiled on the target and cached, their buffers from
+                    cuda_buffers; RingPoolKernel, GpuMatcher
     encoder         the Encoder protocol every backend implements (embed, info); the input contract (model_input)
     encoders        open_encoder: artifact -> Encoder (ONNX Runtime, split graph + numpy heads; dispatches below)
     gpu_encoders    TensorRT engines and split backbones pooled by the CUDA kernel on the device (CUDA graphs)

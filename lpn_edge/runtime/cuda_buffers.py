@@ -1,8 +1,11 @@
-"""Device buffers and streams for the TensorRT Python API: cuda-python (NVIDIA's bindings) or pycuda.
+"""The one CUDA memory layer of the runtime: device buffers, copies, streams, pinned host arrays and CUDA graphs,
+through cuda-python (NVIDIA's bindings) or pycuda.
 
-TensorRT takes raw device pointers and a stream handle; it allocates nothing for the caller. Whichever of the two
-libraries is importable is used (cuda-python first); the choice is reported (`CudaMemory.name`) and recorded in
-the engine's sidecar. Neither present is a one-line error.
+TensorRT takes raw device pointers and a stream handle; it allocates nothing for the caller. The CUDA kernels
+(`cuda_kernels.Backend`) take their buffers from a `CudaMemory` too, so the engine and the kernel of a split
+encoder share one instance: one binding, one primary context, one list of allocations freed by `close()`.
+Whichever of the two libraries works is used (cuda-python first, `cuda_memory(prefer=...)` picks); the choice is
+reported (`CudaMemory.name`) and recorded in the engine's sidecar. None working is a one-line error.
 
 For the runtime encoders (`gpu_encoders`) an instance also gives pinned (page-locked) host arrays, asynchronous
 copies on a stream, and CUDA graphs by stream capture (`capture` -> a replayable graph): a frame's copy in, the
@@ -124,6 +127,14 @@ class CudaMemory:
     def synchronize(self, stream: int) -> None:
         raise NotImplementedError
 
+    def synchronize_device(self) -> None:
+        """Wait for all work on the device, every stream (the kernels' default-stream launches included)."""
+        raise NotImplementedError
+
+    def free_bytes(self) -> int:
+        """Free device memory, bytes."""
+        raise NotImplementedError
+
     def to_device_async(self, pointer: int, array: np.ndarray, stream: int) -> None:
         """Enqueue a copy of the (pinned, contiguous) host `array` to `pointer` on `stream`."""
         raise NotImplementedError
@@ -170,7 +181,7 @@ class CudaPythonMemory(CudaMemory):
         return values[0] if len(values) == 1 else values
 
     def _alloc(self, nbytes: int) -> int:
-        return int(self._check(self.cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
+        return int(self._check(self.cudart.cudaMalloc(max(int(nbytes), 1)), f"cudaMalloc({nbytes})"))
 
     def _free(self, pointer: int) -> None:
         self._check(self.cudart.cudaFree(pointer), "cudaFree")
@@ -195,6 +206,13 @@ class CudaPythonMemory(CudaMemory):
 
     def synchronize(self, stream: int) -> None:
         self._check(self.cudart.cudaStreamSynchronize(self._streams[stream]), "cudaStreamSynchronize")
+
+    def synchronize_device(self) -> None:
+        self._check(self.cudart.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
+
+    def free_bytes(self) -> int:
+        free, _total = self._check(self.cudart.cudaMemGetInfo(), "cudaMemGetInfo")
+        return int(free)
 
     def to_device_async(self, pointer: int, array: np.ndarray, stream: int) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -253,7 +271,7 @@ class PyCudaMemory(CudaMemory):
         self._allocations: dict[int, object] = {}
 
     def _alloc(self, nbytes: int) -> int:
-        allocation = self.driver.mem_alloc(nbytes)
+        allocation = self.driver.mem_alloc(max(int(nbytes), 1))
         self._allocations[int(allocation)] = allocation
         return int(allocation)
 
@@ -275,6 +293,12 @@ class PyCudaMemory(CudaMemory):
 
     def synchronize(self, stream: int) -> None:
         self._streams[stream].synchronize()
+
+    def synchronize_device(self) -> None:
+        self.driver.Context.synchronize()
+
+    def free_bytes(self) -> int:
+        return int(self.driver.mem_get_info()[0])
 
     def to_device_async(self, pointer: int, array: np.ndarray, stream: int) -> None:
         self.driver.memcpy_htod_async(pointer, array, self._streams[stream])
@@ -351,6 +375,23 @@ def cuda_device_count() -> int:
         return 0
 
 
-def cuda_memory() -> CudaMemory:
-    """cuda-python when importable, else pycuda; a one-line error when neither is. Use as a context manager."""
-    return CudaPythonMemory() if cuda_library() == "cuda-python" else PyCudaMemory()
+BINDINGS = {"cuda-python": CudaPythonMemory, "pycuda": PyCudaMemory}  # in order of preference
+
+
+def cuda_memory(prefer: str | None = None) -> CudaMemory:
+    """A `CudaMemory` of the first binding that starts (cuda-python, then pycuda; `prefer` names one). A one-line
+    error naming each binding's problem (not installed, no device, no driver) when none does. Use as a context
+    manager."""
+    if prefer is not None and prefer not in BINDINGS:
+        raise LpnEdgeError(f"CUDA binding must be one of {', '.join(BINDINGS)}; got {prefer!r}")
+    problems = []
+    for name in [prefer] if prefer else list(BINDINGS):
+        try:
+            return BINDINGS[name]()
+        except ImportError as error:
+            problems.append(f"{name}: not installed ({error})")
+        except LpnEdgeError as error:
+            problems.append(f"{name}: {error}")
+        except Exception as error:  # noqa: BLE001 - driver errors come in each binding's own types
+            problems.append(f"{name}: {type(error).__name__}: {error}")
+    raise LpnEdgeError(f"no CUDA binding could start ({'; '.join(problems)}); {INSTALL_HINT}")

@@ -1,6 +1,7 @@
 """The CUDA kernels of the runtime: compiled on the target at first use, cached on disk, launched via pycuda or
-cuda-python (NVRTC + driver API) behind one small interface. numpy only at import; the CUDA packages are imported
-lazily by `open_backend`.
+cuda-python (NVRTC + driver API) behind one small interface (`Backend`), with device memory from the runtime's one
+memory layer (`cuda_buffers.CudaMemory`). numpy only at import; the CUDA packages are imported lazily by
+`open_backend`.
 
 Compilation. `kernels/<name>.cu` with its local `#include "*.cuh"` inlined (`kernel_source`) is compiled for the
 GPU's own architecture (sm_XY from the device's compute capability): by nvcc through `pycuda.compiler.compile`, or
@@ -156,8 +157,10 @@ def compile_cached(name: str, arch: str, compiler: str, cuda_version: str, optio
 # Backends: the few driver calls the kernels need
 
 class Backend:
-    """What the kernels need from a CUDA binding. Pointers are plain ints; kernel arguments are numpy scalars
-    (np.uint64 pointer, np.int64, np.int32, np.float32)."""
+    """Compiles, loads and launches the kernels through one CUDA binding. Device memory comes from `memory`, a
+    `cuda_buffers.CudaMemory` of the same binding (shared with TensorRT in a split encoder), so every buffer a
+    kernel allocates is tracked there. Pointers are plain ints; kernel arguments are numpy scalars (np.uint64
+    pointer, np.int64, np.int32, np.float32)."""
 
     name = "none"
     arch = "sm_00"
@@ -165,17 +168,35 @@ class Backend:
     cuda_version = "0"
     options: tuple[str, ...] = ()
 
+    def __init__(self, memory) -> None:
+        self.memory = memory
+
     def compile(self, source: str, arch: str) -> bytes: raise NotImplementedError
     def load(self, image: bytes) -> Any: raise NotImplementedError
     def function(self, module: Any, name: str) -> Any: raise NotImplementedError
-    def alloc(self, nbytes: int) -> int: raise NotImplementedError
-    def free(self, pointer: int) -> None: raise NotImplementedError
-    def to_device(self, pointer: int, array: np.ndarray) -> None: raise NotImplementedError
-    def to_host(self, array: np.ndarray, pointer: int) -> None: raise NotImplementedError
     def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int], args: list,
                stream: Any = None) -> None: raise NotImplementedError
-    def synchronize(self) -> None: raise NotImplementedError
-    def free_memory(self) -> int: raise NotImplementedError
+    def stream(self, handle: int) -> Any:
+        """The stream object `launch` takes for a stream made by `memory.stream()`."""
+        raise NotImplementedError
+
+    def alloc(self, nbytes: int) -> int:
+        return self.memory.alloc(nbytes)
+
+    def free(self, pointer: int) -> None:
+        self.memory.free(int(pointer))
+
+    def to_device(self, pointer: int, array: np.ndarray) -> None:
+        self.memory.to_device(int(pointer), array)
+
+    def to_host(self, array: np.ndarray, pointer: int) -> None:
+        self.memory.to_host(array, int(pointer))
+
+    def synchronize(self) -> None:
+        self.memory.synchronize_device()
+
+    def free_memory(self) -> int:
+        return self.memory.free_bytes()
 
     def module(self, name: str) -> Any:
         """kernels/<name>.cu compiled (or read from the cache) for this device and loaded."""
@@ -184,24 +205,18 @@ class Backend:
 
 
 class PycudaBackend(Backend):
-    """pycuda: nvcc compiles (pycuda.compiler.compile), the primary context of device `device` is made current."""
+    """pycuda: nvcc compiles (pycuda.compiler.compile) for the device of the memory's primary context."""
 
     name = "pycuda"
 
-    def __init__(self, device: int = 0) -> None:
-        import pycuda.driver as drv
-
-        self.drv = drv
-        drv.init()
-        self.device = drv.Device(device)
-        self.context = self.device.retain_primary_context()
-        self.context.push()
-        major, minor = self.device.compute_capability()
+    def __init__(self, memory) -> None:
+        super().__init__(memory)
+        self.drv = memory.driver
+        major, minor = self.drv.Context.get_device().compute_capability()
         self.arch = f"sm_{major}{minor}"
         self.compiler = "nvcc"
         self.cuda_version = _nvcc_version()
         self.options = (f"-std={STD_OPTION}",)
-        self._allocations: dict[int, Any] = {}
 
     def compile(self, source: str, arch: str) -> bytes:
         from pycuda.compiler import compile as nvcc_compile
@@ -217,42 +232,25 @@ class PycudaBackend(Backend):
     def function(self, module: Any, name: str) -> Any:
         return module.get_function(name)
 
-    def alloc(self, nbytes: int) -> int:
-        allocation = self.drv.mem_alloc(max(int(nbytes), 1))
-        self._allocations[int(allocation)] = allocation
-        return int(allocation)
-
-    def free(self, pointer: int) -> None:
-        allocation = self._allocations.pop(int(pointer), None)
-        if allocation is not None:
-            allocation.free()
-
-    def to_device(self, pointer: int, array: np.ndarray) -> None:
-        self.drv.memcpy_htod(int(pointer), np.ascontiguousarray(array))
-
-    def to_host(self, array: np.ndarray, pointer: int) -> None:
-        self.drv.memcpy_dtoh(array, int(pointer))
-
     def launch(self, function, grid, block, args, stream=None) -> None:
         function(*args, block=tuple(block), grid=tuple(grid), stream=stream)
 
-    def synchronize(self) -> None:
-        self.drv.Context.synchronize()
-
-    def free_memory(self) -> int:
-        return int(self.drv.mem_get_info()[0])
+    def stream(self, handle: int) -> Any:
+        return self.memory.stream_object(handle)
 
 
 class CudaPythonBackend(Backend):
-    """cuda-python: NVRTC compiles to a cubin, the driver API loads and launches (primary context of `device`)."""
+    """cuda-python: NVRTC compiles to a cubin, the driver API loads and launches in device 0's primary context,
+    the one the memory's runtime API calls use."""
 
     name = "cuda-python"
 
-    def __init__(self, device: int = 0) -> None:
+    def __init__(self, memory) -> None:
+        super().__init__(memory)
         driver, nvrtc = import_cuda_python()
         self.driver, self.nvrtc = driver, nvrtc
         self._check(driver.cuInit(0))
-        self.device = self._check(driver.cuDeviceGet(device))
+        self.device = self._check(driver.cuDeviceGet(0))
         self.context = self._check(driver.cuDevicePrimaryCtxRetain(self.device))
         self._check(driver.cuCtxSetCurrent(self.context))
         attribute = driver.CUdevice_attribute
@@ -285,30 +283,17 @@ class CudaPythonBackend(Backend):
     def function(self, module: Any, name: str) -> Any:
         return self._check(self.driver.cuModuleGetFunction(module, name.encode()))
 
-    def alloc(self, nbytes: int) -> int:
-        return int(self._check(self.driver.cuMemAlloc(max(int(nbytes), 1))))
-
-    def free(self, pointer: int) -> None:
-        self._check(self.driver.cuMemFree(self.driver.CUdeviceptr(int(pointer))))
-
-    def to_device(self, pointer: int, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array)
-        self._check(self.driver.cuMemcpyHtoD(self.driver.CUdeviceptr(int(pointer)), array.ctypes.data, array.nbytes))
-
-    def to_host(self, array: np.ndarray, pointer: int) -> None:
-        self._check(self.driver.cuMemcpyDtoH(array.ctypes.data, self.driver.CUdeviceptr(int(pointer)), array.nbytes))
-
     def launch(self, function, grid, block, args, stream=None) -> None:
         values = [np.array([arg], dtype=arg.dtype) for arg in args]  # each argument in its own host buffer
         pointers = np.array([value.ctypes.data for value in values], dtype=np.uint64)
         stream = stream if stream is not None else self.driver.CUstream(0)
         self._check(self.driver.cuLaunchKernel(function, *grid, *block, 0, stream, pointers.ctypes.data, 0))
 
-    def synchronize(self) -> None:
-        self._check(self.driver.cuCtxSynchronize())
+    def stream(self, handle: int) -> Any:
+        return self.driver.CUstream(int(handle))
 
-    def free_memory(self) -> int:
-        return int(self._check(self.driver.cuMemGetInfo())[0])
+
+BACKENDS = {"cuda-python": CudaPythonBackend, "pycuda": PycudaBackend}
 
 
 def import_cuda_python() -> tuple[Any, Any]:
@@ -367,23 +352,31 @@ def _nvcc_version() -> str:
     return match.group(2) if match else output.strip().splitlines()[-1] if output.strip() else "unknown"
 
 
-def open_backend(prefer: str | None = None, device: int = 0) -> Backend:
-    """pycuda when importable, else cuda-python; `prefer` ("pycuda" / "cuda-python") picks one. An LpnEdgeError
-    when neither can be imported or no CUDA device answers."""
-    order = [prefer] if prefer else ["pycuda", "cuda-python"]
+def open_backend(prefer: str | None = None, memory=None) -> Backend:
+    """The kernels' backend over `memory` (a `cuda_buffers.CudaMemory`: its binding, shared), or over a memory of
+    its own: the first binding that starts (cuda-python, then pycuda; `prefer` names one). An LpnEdgeError naming
+    each binding's problem when none can be imported or no CUDA device answers. The GPU is device 0 of the process
+    (choose it with CUDA_VISIBLE_DEVICES)."""
+    from lpn_edge.runtime.cuda_buffers import BINDINGS
+
+    if memory is not None:
+        return BACKENDS[memory.name](memory)
+    if prefer is not None and prefer not in BACKENDS:
+        raise LpnEdgeError(f"CUDA backend must be one of {', '.join(BACKENDS)}; got {prefer!r}")
     problems = []
-    for name in order:
-        factory = {"pycuda": PycudaBackend, "cuda-python": CudaPythonBackend}.get(name)
-        if factory is None:
-            raise LpnEdgeError(f"CUDA backend must be pycuda or cuda-python; got {name!r}")
+    for name in [prefer] if prefer else list(BINDINGS):
+        memory = None
         try:
-            return factory(device)
+            memory = BINDINGS[name]()
+            return BACKENDS[name](memory)
         except ImportError as error:
             problems.append(f"{name}: not installed ({error})")
         except LpnEdgeError as error:
             problems.append(f"{name}: {error}")
         except Exception as error:  # noqa: BLE001 - driver errors come in each binding's own types
             problems.append(f"{name}: {type(error).__name__}: {error}")
+        if memory is not None:
+            memory.close()
     raise LpnEdgeError("no CUDA backend: " + "; ".join(problems))
 
 
@@ -525,7 +518,8 @@ class RingPoolKernel:
     def close(self) -> None:
         self._scratch.free_all()
         for pointer in (self._weight, self._bias):
-            self.backend.free(pointer)
+            if pointer:
+                self.backend.free(pointer)
         self._weight = self._bias = 0
 
 

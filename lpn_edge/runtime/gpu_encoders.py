@@ -17,8 +17,9 @@ by the CUDA ring-pool kernel on the device.
                         No CUDA graph here: ONNX Runtime runs the graph on its own stream and synchronises at the end
                         of each run (its `enable_cuda_graph` captures only its own work), so the kernel is launched
                         after the run returns; the embeddings come back through a plain host copy.
-The kernel and the engine share the CUDA binding (`open_backend(prefer=memory.name)`: pycuda or cuda-python) and
-the primary context, so device pointers pass from one to the other as plain ints.
+The kernel and the engine share one `CudaMemory` (`open_backend(memory=...)`): one binding (pycuda or cuda-python),
+the primary context, and one list of allocations, so device pointers pass from one to the other as plain ints and
+`close()` frees them all.
 
 Not run in this project's CI (no GPU there): tests marked `gpu` / `trt` in tests/test_runtime_encoders_gpu.py.
 """
@@ -82,19 +83,13 @@ class EngineEncoder(ArrayEncoder):
         self.runner.memory.close()
 
 
-def _kernel(heads: dict[str, np.ndarray], meta: dict, binding: str | None = None):
-    """The ring-pool kernel with the split heads, on `binding` ("pycuda" / "cuda-python"; None: whichever is there)."""
+def _kernel(heads: dict[str, np.ndarray], meta: dict, memory=None):
+    """The ring-pool kernel with the split heads, on `memory` (a `CudaMemory`, shared with the engine), or on a
+    memory of its own (None: whichever binding starts)."""
     from lpn_edge.runtime.cuda_kernels import RingPoolKernel, open_backend
 
     return RingPoolKernel(heads["weight"], heads["bias"], float(heads["bias_scale"]), kind=str(meta["partition"]),
-                          pool=str(meta["pool"]), backend=open_backend(prefer=binding))
-
-
-def _stream_argument(backend, memory, handle: int) -> Any:
-    """The stream as the kernel backend's launch takes it: pycuda's Stream object, or cuda-python's CUstream."""
-    if backend.name == "pycuda":
-        return memory.stream_object(handle)
-    return backend.driver.CUstream(int(handle))
+                          pool=str(meta["pool"]), backend=open_backend(memory=memory))
 
 
 class TrtSplitGpuEncoder(ArrayEncoder):
@@ -105,7 +100,7 @@ class TrtSplitGpuEncoder(ArrayEncoder):
         memory = runner.memory
         self.low, high = runner.batch_range
         self.high = min(high, batch) if batch else high
-        self.kernel = _kernel(heads, meta, memory.name)
+        self.kernel = _kernel(heads, meta, memory)
         self.kernel.reserve(self.high)
         if runner.output_dtype not in DTYPE_CODES:
             raise LpnEdgeError(f"the backbone engine outputs {runner.output_dtype}; the ring-pool kernel takes float16 "
@@ -116,7 +111,7 @@ class TrtSplitGpuEncoder(ArrayEncoder):
         self.dim = int(meta["embedding_dim"])
         self.device_embedding = memory.alloc(self.high * self.dim * 4)
         self.host_embedding = memory.pinned((self.high, self.dim), np.float32)
-        self.kernel_stream = _stream_argument(self.kernel.backend, memory, runner.stream)
+        self.kernel_stream = self.kernel.backend.stream(runner.stream)
         self.graphs: dict[int, Any] = {}  # rows -> replayable graph, or None where capture failed
         self.info = EncoderInfo.from_metadata(meta, backend="split",
                                               provider=f"tensorrt-{runner.trt.__version__}+ring-pool-kernel")
@@ -193,5 +188,5 @@ class OnnxSplitGpuEncoder(ArrayEncoder):
         return np.concatenate(out)
 
     def close(self) -> None:
-        self.kernel.backend.free(self.device_embedding)
         self.kernel.close()
+        self.kernel.backend.memory.close()  # the kernel's own memory: the embedding buffer too

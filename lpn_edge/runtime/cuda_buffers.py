@@ -382,16 +382,22 @@ def cuda_memory(prefer: str | None = None) -> CudaMemory:
     """A `CudaMemory` of the first binding that starts (cuda-python, then pycuda; `prefer` names one). A one-line
     error naming each binding's problem (not installed, no device, no driver) when none does. Use as a context
     manager."""
+    return first_binding(prefer, lambda name: BINDINGS[name](), f"no CUDA binding could start ({INSTALL_HINT})")
+
+
+def first_binding(prefer: str | None, start, failure: str):
+    """`start(name)` for each binding name in order of preference (only `prefer` when given) until one returns;
+    an LpnEdgeError `failure: ` + each binding's problem when none does."""
     if prefer is not None and prefer not in BINDINGS:
         raise LpnEdgeError(f"CUDA binding must be one of {', '.join(BINDINGS)}; got {prefer!r}")
     problems = []
     for name in [prefer] if prefer else list(BINDINGS):
         try:
-            return BINDINGS[name]()
+            return start(name)
         except ImportError as error:
             problems.append(f"{name}: not installed ({error})")
         except LpnEdgeError as error:
             problems.append(f"{name}: {error}")
         except Exception as error:  # noqa: BLE001 - driver errors come in each binding's own types
             problems.append(f"{name}: {type(error).__name__}: {error}")
-    raise LpnEdgeError(f"no CUDA binding could start ({'; '.join(problems)}); {INSTALL_HINT}")
+    raise LpnEdgeError(f"{failure}: {'; '.join(problems)}")

@@ -357,27 +357,20 @@ def open_backend(prefer: str | None = None, memory=None) -> Backend:
     its own: the first binding that starts (cuda-python, then pycuda; `prefer` names one). An LpnEdgeError naming
     each binding's problem when none can be imported or no CUDA device answers. The GPU is device 0 of the process
     (choose it with CUDA_VISIBLE_DEVICES)."""
-    from lpn_edge.runtime.cuda_buffers import BINDINGS
+    from lpn_edge.runtime.cuda_buffers import BINDINGS, first_binding
 
     if memory is not None:
         return BACKENDS[memory.name](memory)
-    if prefer is not None and prefer not in BACKENDS:
-        raise LpnEdgeError(f"CUDA backend must be one of {', '.join(BACKENDS)}; got {prefer!r}")
-    problems = []
-    for name in [prefer] if prefer else list(BINDINGS):
-        memory = None
+
+    def start(name: str) -> Backend:
+        own = BINDINGS[name]()
         try:
-            memory = BINDINGS[name]()
-            return BACKENDS[name](memory)
-        except ImportError as error:
-            problems.append(f"{name}: not installed ({error})")
-        except LpnEdgeError as error:
-            problems.append(f"{name}: {error}")
-        except Exception as error:  # noqa: BLE001 - driver errors come in each binding's own types
-            problems.append(f"{name}: {type(error).__name__}: {error}")
-        if memory is not None:
-            memory.close()
-    raise LpnEdgeError("no CUDA backend: " + "; ".join(problems))
+            return BACKENDS[name](own)
+        except BaseException:
+            own.close()
+            raise
+
+    return first_binding(prefer, start, "no CUDA backend")
 
 
 # ---------------------------------------------------------------------------------------------------------------

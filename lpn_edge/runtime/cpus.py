@@ -4,7 +4,7 @@ Beside other work (a drone's companion computer) the encoder holds up best on co
 thread per reserved core, the process pinned to those cores *before* the session is created, so that its thread
 pool inherits the mask and `onnx_runner.physical_cores` counts only them (BENCHMARKS.md "Under load": pinned to
 the free core, the per-frame p99 stayed within 1.05x of the idle median; two threads sharing a core with a
-competing process went to 1.8-2.2x). Linux only (`os.sched_setaffinity`).
+competing process went to 1.7-2.3x). Linux only (`os.sched_setaffinity`).
 """
 
 from __future__ import annotations

@@ -142,6 +142,14 @@ def test_int8_onnx_accuracy_against_fp32_on_onnx_runtime(int8_export):
     assert cosine.mean() < 0.99999  # really quantized
 
 
+def test_the_cpu_int8_graph_is_written_only_when_onnx_is_asked_for():
+    from lpn_edge.export.int8_placements import placements_for
+
+    assert [p.suffix for p in placements_for({"onnx"})] == ["int8", "int8-cpu"]
+    assert [p.suffix for p in placements_for({"onnx", "trt"})] == ["int8", "int8-cpu"]
+    assert [p.suffix for p in placements_for({"trt"})] == ["int8"]  # the ONNX is only the engine's input
+
+
 def test_per_channel_quantization_round_trip():
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * np.arange(1, 9)[:, None, None, None]

@@ -6,7 +6,9 @@ decides which kernels a runtime can fuse them into.
                           built from. ONNX Runtime runs it, but as fp32 Convs between Q/DQ pairs (no speed-up).
     <stem>.int8-cpu.onnx  ONNX Runtime CPU placement (`quantize_cpu`): Q/DQ on both sides of every Conv, which
                           ONNX Runtime's CPU provider fuses into int8 QLinearConv / QLinearAdd kernels.
-Each is written, then checked against PyTorch at the int8 thresholds like every other artifact.
+Each is written, then checked against PyTorch at the int8 thresholds like every other artifact. `--trt --int8`
+alone writes only the TensorRT one: there the ONNX is the step before the engine, and the CPU graph's check must not
+stop an engine build (`placements_for`).
 """
 
 from __future__ import annotations
@@ -40,3 +42,9 @@ class Int8Placement:
 
 
 INT8_PLACEMENTS = (Int8Placement("int8", "tensorrt"), Int8Placement("int8-cpu", "onnxruntime-cpu"))
+
+
+def placements_for(formats) -> tuple[Int8Placement, ...]:
+    """The int8 graphs an export of `formats` writes: the TensorRT one always (engines are built from it), the CPU
+    one when ONNX itself is asked for."""
+    return tuple(p for p in INT8_PLACEMENTS if p.target == "tensorrt" or "onnx" in formats)

@@ -20,7 +20,7 @@ import torch
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export.formats import FORMATS
-from lpn_edge.export.int8_placements import INT8_PLACEMENTS, Int8Placement
+from lpn_edge.export.int8_placements import Int8Placement, placements_for
 from lpn_edge.export.options import (
     MIN_CALIBRATION_IMAGES,
     ExportOptions,
@@ -236,7 +236,7 @@ class ExportJob:
             # Two int8 graphs, one per consumer: the Q/DQ placement TensorRT fuses (what every TensorRT version
             # builds int8 engines from), and the one ONNX Runtime's CPU provider runs as int8 kernels.
             for variant in self.variants:
-                for placement in INT8_PLACEMENTS:
+                for placement in placements_for(self.options.formats):
                     self._onnx_int8(variant, placement)
 
     def _onnx_fp32(self, variant: GraphVariant) -> None:

@@ -108,6 +108,27 @@ def test_bench_table_and_skip(tmp_path):
     assert bad.exit_code == 2 and "comma-separated integers" in bad.output
 
 
+def test_split_graph_is_benchmarked_as_the_runtime_runs_it(tmp_path):
+    """A split backbone (ONNX Runtime + numpy heads) is timed through open_encoder beside the reference, with its
+    accuracy, instead of being left out."""
+    from export_helpers import make_checkpoint
+
+    from lpn_edge.export import ExportOptions, export_model
+
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    export_model(ckpt, tmp_path / "out", ExportOptions(formats={"onnx"}, split=True, parity_queries=2,
+                                                       parity_gallery=4))
+    split = tmp_path / "out" / "tiny-drone.split.onnx"
+    result = CliRunner().invoke(app, ["bench", "--model", str(split), "--model", str(ckpt), "--batch", "2",
+                                      "--threads", "1", "--iters", "2", "--warmup", "0", "--skip", "pool,match,train",
+                                      "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)["results"]}
+    row = rows["tiny-drone.split.onnx CPUExecutionProvider+numpy-heads"]
+    assert row["reference"] == "pytorch eager fp32" and row["ratio"] > 0 and row["stats"]["samples"] == 2
+    assert row["accuracy"]["mean_cosine"] > 0.9999 and row["accuracy"]["top1_agreement"] == 1.0
+
+
 def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path, monkeypatch):
     """--device cuda measures GPU rows only; with no CUDA device it stops with one line before timing anything."""
     import torch

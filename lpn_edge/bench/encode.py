@@ -3,7 +3,8 @@ of the checkpoint (the reference), in the same run.
 
 CPU: for each --threads count (ONNX Runtime intra-op threads and `torch.set_num_threads` alike) and --batch size,
 the reference, each ONNX artifact as a plain ONNX Runtime session (only its thread count set: the "before") and as
-the runtime opens it (`cpu_session_options`: the "after"), timed interleaved call by call. Each artifact's accuracy
+the runtime opens it (`cpu_session_options`: the "after"), and split graphs and pt2 packages as `open_encoder` runs
+them, timed interleaved call by call. Each artifact's accuracy
 against the reference (cosine per image, top-1 agreement over a small retrieval set) is printed beside it.
 
 GPU (torch sees a CUDA device): the reference eager fp32 and fp16 channels_last; PyTorch fp16 channels_last replayed
@@ -89,6 +90,15 @@ def open_onnx_cpu(path: Path, threads: int, tuned: bool) -> Subject:
                    lambda images: session.run(None, {name: images})[0])
 
 
+def open_encoder_cpu(path: Path, threads: int) -> Subject:
+    """Any other runtime artifact (a split graph or its heads, a pt2 package) as `open_encoder` runs it on the CPU."""
+    from lpn_edge.runtime.encoders import open_encoder
+
+    encoder = open_encoder(path, device="cpu", threads=threads)  # its own batching, as in the runtime
+    return Subject(f"{path.name} {encoder.info.provider}", path, encoder.info.precision, encoder.embed,
+                   close=getattr(encoder, "close", lambda: None))
+
+
 def run(options: BenchOptions, results: Results, progress: Callable[[str], None]) -> None:
     torch, no_torch = torch_or_reason()
     reference_path = find_reference(options)
@@ -103,10 +113,8 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     size = image_size(options, config)
     artifacts = [m for m in options.models if m.suffix not in CHECKPOINT_SUFFIXES]
     onnx = [m for m in artifacts if m.suffix == ".onnx" and artifact_info(m).get("output", "embedding") == "embedding"]
-    for m in artifacts:
-        if m not in onnx and m.suffix not in ENGINE_SUFFIXES:
-            results.skip("encode", m.name, "not a full-graph ONNX artifact or TensorRT engine (split graphs and pt2 "
-                                           "packages are not benchmarked)")
+    # split graphs (backbone on ONNX Runtime + numpy heads) and pt2 packages: as the runtime's encoders run them
+    encoders = [m for m in artifacts if m not in onnx and m.suffix not in ENGINE_SUFFIXES]
     images = np.random.default_rng(0).standard_normal((max(options.batch), 3, *size), dtype=np.float32)
     accuracy = accuracy_images(options, size) if model is not None else None
     reference_accuracy = None
@@ -114,7 +122,7 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
         with torch.inference_mode():
             reference_accuracy = model.embed(torch.from_numpy(accuracy.images), options.view).numpy()
     if options.cpu_rows:
-        cpu_part(options, results, progress, torch, model, onnx, images, accuracy, reference_accuracy)
+        cpu_part(options, results, progress, torch, model, onnx, encoders, images, accuracy, reference_accuracy)
     else:
         results.skip("encode", "CPU rows", "--device cuda: GPU rows only")
     gpu_torch, no_gpu = cuda_or_reason(options.device)
@@ -143,12 +151,14 @@ def accuracy_of(subject: Subject, accuracy, reference_accuracy) -> dict | None:
             "mean_cosine": figures.mean_cosine, "top1_agreement": figures.top1_agreement}
 
 
-def cpu_part(options, results, progress, torch, model, onnx, images, accuracy, reference_accuracy) -> None:
+def cpu_part(options, results, progress, torch, model, onnx, encoders, images, accuracy,
+             reference_accuracy) -> None:
     accuracies: dict[Path, dict | None] = {}
     for threads in options.threads:
         subjects = []
         for path in onnx:
             subjects += [open_onnx_cpu(path, threads, tuned=False), open_onnx_cpu(path, threads, tuned=True)]
+        subjects += [open_encoder_cpu(path, threads) for path in encoders]
         if torch is not None:
             torch.set_num_threads(threads)
         for subject in subjects:

@@ -558,7 +558,8 @@ def bench(
     skip: str = typer.Option("", "--skip", help="Parts to leave out: encode,pool,match,train."),
     data: Path | None = typer.Option(None, "--data", help="University-1652-layout folder (drone/, satellite/) "
                                         "for the accuracy figures (default: random images)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto (CPU rows, and GPU rows when torch sees a GPU), "
+                                                         "cpu, or cuda (GPU rows only)."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON document instead of the table."),
 ):
     """Time encoding, ring pooling and matching against the reference in the same run (trtexec-style statistics:

@@ -73,7 +73,7 @@ EOF
 # 1. GPU tests, once per CUDA binding the machine has (the kernels compile at first use: NVRTC or nvcc)
 if [ "$part" != bench ]; then
   for binding in cuda-python pycuda; do
-    LPN_EDGE_CUDA_BACKEND=$binding step "tests-$binding" 140 python3 -m pytest -q -p no:cacheprovider -m gpu \
+    LPN_EDGE_CUDA_BACKEND=$binding step "tests-$binding" 140 python3 -m pytest -q -p no:cacheprovider \
       tests/test_cuda_gpu.py tests/test_runtime_encoders_gpu.py tests/test_runtime_matching_engines.py
   done
 fi

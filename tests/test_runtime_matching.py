@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matching_helpers import unit_gallery_memmap
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.runtime.matching import exact_topk
@@ -29,12 +30,7 @@ def test_ties_go_to_the_smaller_index_across_chunks(chunk_rows, dtype):
 
 
 def test_random_unit_features_and_memmap_gallery(tmp_path):
-    generator = np.random.default_rng(0)
-    gallery = generator.standard_normal((5000, 32)).astype(np.float32)
-    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
-    path = tmp_path / "gallery.f16"
-    gallery.astype(np.float16).tofile(path)
-    mapped = np.memmap(path, dtype=np.float16, mode="r", shape=gallery.shape)
+    gallery, mapped = unit_gallery_memmap(tmp_path, 5000, 32, seed=0)
     query = gallery[[10, 4000]] + 0.01
     indices, scores = exact_topk(query[0], mapped, 10, chunk_rows=999)
     expected_indices, expected_scores = brute_force(query[0], mapped[:], 10)

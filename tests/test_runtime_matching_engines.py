@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from matching_helpers import exact_ranking, unit_gallery_memmap
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.runtime.match_engines import open_matcher
@@ -43,19 +44,13 @@ def tied_gallery(dtype, size=2000, dim=48, seed=0):
     return gallery.astype(dtype), queries
 
 
-def brute_force(queries, gallery, k):
-    scores = queries.astype(np.float64) @ gallery.astype(np.float64).T  # exact for the tied gallery
-    order = np.lexsort((np.broadcast_to(np.arange(len(gallery)), scores.shape), -scores), axis=-1)[:, :k]
-    return order, np.take_along_axis(scores, order, 1).astype(np.float32)
-
-
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_all_engines_agree_on_a_gallery_with_ties(dtype):
     gallery, queries = tied_gallery(dtype)
     engines = {name: open_matcher(gallery, name) for name in available_engines()}
     assert {m.engine for m in engines.values()} == set(engines)
     for k in (1, 5, 17, 40, 64):
-        expected_indices, expected_scores = brute_force(queries, gallery, k)
+        expected_indices, expected_scores = exact_ranking(queries, gallery, k)
         reference = exact_topk(queries, gallery, k)
         assert np.array_equal(reference[0], expected_indices)
         for name, matcher in engines.items():
@@ -70,7 +65,7 @@ def test_all_engines_agree_on_a_gallery_with_ties(dtype):
 
 def test_numpy_engine_blocks_and_select_windows_do_not_change_the_answer():
     gallery, queries = tied_gallery(np.float16, size=700, dim=20, seed=3)
-    expected = brute_force(queries, gallery, 33)
+    expected = exact_ranking(queries, gallery, 33)
     for block_rows, select_rows in [(1, 1), (7, 50), (64, 64), (1000, 1 << 16)]:
         result = NumpyMatcher(gallery, block_rows=block_rows, select_rows=select_rows).search(queries, 33)
         assert np.array_equal(result[0], expected[0]) and np.array_equal(result[1], expected[1])
@@ -87,13 +82,9 @@ def test_fp16_bit_widening_is_exact_for_every_fp16_value():
 
 
 def test_random_unit_embeddings_numpy_engine_matches_exact_topk(tmp_path):
-    generator = np.random.default_rng(1)
-    gallery = generator.standard_normal((3000, 256)).astype(np.float32)
-    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
-    path = tmp_path / "g.f16"
-    gallery.astype(np.float16).tofile(path)
-    mapped = np.memmap(path, dtype=np.float16, mode="r", shape=gallery.shape)
-    queries = gallery[[3, 2000]] + 0.01 * generator.standard_normal((2, 256)).astype(np.float32)
+    gallery, mapped = unit_gallery_memmap(tmp_path, 3000, 256, seed=1)
+    noise = np.random.default_rng(2).standard_normal((2, 256)).astype(np.float32)
+    queries = gallery[[3, 2000]] + 0.01 * noise
     expected_indices, expected_scores = exact_topk(queries, mapped, 10)
     for name in available_engines():
         indices, scores = open_matcher(mapped, name).search(queries, 10)
@@ -135,13 +126,6 @@ def near_tie_gallery(dtype, size=4000, dim=512, seed=5):
     gallery = gallery.astype(dtype)
     queries = (base + 1e-3 * generator.standard_normal((3, dim))).astype(np.float32)
     return gallery, queries
-
-
-def exact_ranking(queries, gallery, k):
-    """The numpy engine's rule on the whole gallery: float64 sums rounded once to float32, ties by index."""
-    scores = (queries.astype(np.float64) @ gallery.astype(np.float64).T).astype(np.float32)
-    order = np.lexsort((np.broadcast_to(np.arange(len(gallery)), scores.shape), -scores), axis=-1)[:, :k]
-    return order, np.take_along_axis(scores, order, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])

@@ -264,7 +264,7 @@ def run_locate(options: LocateOptions, say: Callable[[str], None] = print,
             if tracker is not None:
                 lat, lon, choice, status = tracker.step(location.candidates, now)
                 if choice >= 0:  # the chosen candidate anchors the same estimate rule
-                    anchor = int(np.flatnonzero(np.isfinite(location.latitude))[choice])
+                    anchor = int(location.positioned[choice])  # the candidate's row in the top k
                     lat, lon, _ = estimate_position(location.latitude, location.longitude, location.scores,
                                                     localizer.radius_m, anchor=anchor)
                 result.tracked, result.status = (lat, lon), status

@@ -335,7 +335,7 @@ class FakeBackend(ck.Backend):
                 part = scores[:, s * segment : (s + 1) * segment]
                 take = min(k, part.shape[1])
                 columns = np.arange(s * segment, s * segment + part.shape[1]) + offset
-                idx, val = matching._select(part, np.broadcast_to(columns, part.shape), take)
+                idx, val = matching.select_topk(part, np.broadcast_to(columns, part.shape), take)
                 cand_s[:, s], cand_i[:, s] = 0.0, -1
                 cand_s[:, s, :take], cand_i[:, s, :take] = val, idx
         elif function == "lpn_topk_merge":
@@ -348,7 +348,7 @@ class FakeBackend(ck.Backend):
             rows = []
             for q in range(count):
                 valid = indices[q] >= 0
-                idx, val = matching._select(scores[q][valid][None], indices[q][valid][None], k)
+                idx, val = matching.select_topk(scores[q][valid][None], indices[q][valid][None], k)
                 rows.append((idx[0], val[0]))
             for q, (idx, val) in enumerate(rows):
                 best_i[q], best_s[q] = idx, val

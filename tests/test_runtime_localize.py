@@ -301,3 +301,16 @@ def test_bad_cpus_and_threads_are_one_line_errors(area, args, message):
     result = invoke("--model", area["model"], "--index", area["gallery"], area["tiles"], *args)
     assert result.exit_code == 2 and re.search(message, result.output), result.output
     assert os.sched_getaffinity(0) == before  # nothing pinned
+
+
+def test_candidates_and_their_rows_skip_tiles_missing_either_coordinate():
+    """--track maps the tracker's choice back to a top-k row through `positioned`: a tile with a latitude but no
+    longitude is no candidate, so it must not shift the rows of the ones after it."""
+    from lpn_edge.runtime.localize import Location
+
+    nan = float("nan")
+    location = Location(rows=np.arange(4), tiles=list("abcd"), scores=np.array([0.9, 0.8, 0.7, 0.6], np.float32),
+                        latitude=np.array([46.0, nan, 46.2, 46.3]), longitude=np.array([nan, 7.1, 7.2, 7.3]),
+                        estimate=(nan, nan), used=0, radius_m=75.0)
+    assert location.positioned.tolist() == [2, 3]
+    assert location.candidates[:, 0].tolist() == [46.2, 46.3]

@@ -41,6 +41,7 @@ from lpn_edge.geo.georef import haversine_m, metres_per_degree
 from lpn_edge.runtime.encoder import Encoder
 from lpn_edge.runtime.gallery import GalleryIndex
 from lpn_edge.runtime.match_engines import open_matcher
+from lpn_edge.runtime.matching import select_topk
 from lpn_edge.runtime.preprocessing import load_rgb, normalise, resize
 
 RADIUS_SPACINGS = 1.5  # default R = this x the gallery's tile spacing
@@ -72,10 +73,15 @@ class Location:
     name: str = ""
 
     @property
+    def positioned(self) -> np.ndarray:
+        """Positions in the top k (int64, best first) of the tiles that have both coordinates."""
+        return np.flatnonzero(np.isfinite(self.latitude) & np.isfinite(self.longitude))
+
+    @property
     def candidates(self) -> np.ndarray:
-        """(m, 3) rows (latitude, longitude, score) of the top-k tiles with coordinates, best first: what
-        `lpn_edge.geo.track` takes."""
-        known = np.isfinite(self.latitude) & np.isfinite(self.longitude)
+        """(m, 3) rows (latitude, longitude, score) of the top-k tiles with coordinates (`positioned`), best first:
+        what `lpn_edge.geo.track` takes."""
+        known = self.positioned
         return np.stack([self.latitude[known], self.longitude[known], self.scores[known].astype(np.float64)], 1)
 
     def as_dict(self) -> dict[str, Any]:
@@ -257,8 +263,7 @@ class Localizer:
                  for matcher, owner in zip(self.matchers, self._owners)]
         rows = np.concatenate([r + offset for (r, _), offset in zip(found, self.offsets)], 1)
         scores = np.concatenate([s for _, s in found], 1)
-        order = np.lexsort((rows, -scores), axis=-1)[:, :k]  # higher score first, then ascending row
-        return np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
+        return select_topk(scores, rows, k)  # the engines' rule: higher score first, then ascending row
 
     def tile_id(self, row: int) -> str:
         number = int(np.searchsorted(self.offsets, row, side="right")) - 1

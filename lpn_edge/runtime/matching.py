@@ -41,7 +41,7 @@ def check_gallery(gallery: np.ndarray) -> None:
                            f"dtype {gallery.dtype}")
 
 
-def _select(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def select_topk(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best k of each row of (Q, m) scores with (Q, m) indices, best first, ties by ascending index."""
     if scores.shape[1] > k:
         # Keep every entry strictly above the k-th largest score, then the tied entries with the smallest indices.
@@ -82,7 +82,7 @@ def exact_topk(query: np.ndarray, gallery: np.ndarray, k: int,
             raise LpnEdgeError(f"score of query {query_row} with gallery row {start + gallery_row} is not finite; "
                                "expected finite embeddings of moderate size (unit norm)")
         indices = np.broadcast_to(np.arange(start, start + len(rows), dtype=np.int64), scores.shape)
-        best_indices, best_scores = _select(np.concatenate([best_scores, scores], 1),
+        best_indices, best_scores = select_topk(np.concatenate([best_scores, scores], 1),
                                             np.concatenate([best_indices, indices], 1), k)
     return np.ascontiguousarray(best_indices), np.ascontiguousarray(best_scores, dtype=np.float32)
 
@@ -202,7 +202,7 @@ class NumpyMatcher:
         for number, (picks, query) in enumerate(zip(kept_indices, queries)):
             real = picks != _PAD_INDEX
             exact[number, real] = self.rescore(query[None], picks[real][None])[0]
-        best_indices, best_scores = _select(exact, kept_indices, k)
+        best_indices, best_scores = select_topk(exact, kept_indices, k)
         return np.ascontiguousarray(best_indices), np.ascontiguousarray(best_scores, dtype=np.float32)
 
     def rescore(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -303,7 +303,7 @@ class FaissMatcher:
             if (candidates < 0).any():
                 raise LpnEdgeError("FAISS returned fewer candidates than asked; the gallery holds non-finite values?")
             scores = self._numpy.rescore(queries, candidates)
-            indices, best = _select(scores, candidates.astype(np.int64), k)
+            indices, best = select_topk(scores, candidates.astype(np.int64), k)
             settled = faiss_scores[:, -1].astype(np.float64) < best[:, -1].astype(np.float64) - tolerance
             if wanted == self.size or settled.all():
                 return np.ascontiguousarray(indices), np.ascontiguousarray(best, dtype=np.float32)

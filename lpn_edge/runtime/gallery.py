@@ -36,6 +36,7 @@ import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.fileio import atomic_write
+from lpn_edge.geo.georef import haversine_m
 
 MAGIC = b"\x89LPNIDX\n"
 FORMAT = "lpn-edge gallery index"
@@ -448,16 +449,6 @@ def _merge_order(opened: list[GalleryIndex]) -> tuple[dict[str, Any] | None, np.
 # ---------------------------------------------------------------------------------------------------------------
 # Summary (`lpn-edge index info`)
 
-EARTH_RADIUS_KM = 6371.0088
-
-
-def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle (haversine) distance in kilometres."""
-    p1, p2, dp, dl = map(math.radians, (lat1, lat2, lat2 - lat1, lon2 - lon1))
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
 def describe(index: GalleryIndex) -> str:
     """What `lpn-edge index info` prints: counts, model, layout, size on disk and geographic extent."""
     known = np.isfinite(index.latitude) & np.isfinite(index.longitude)
@@ -480,8 +471,8 @@ def describe(index: GalleryIndex) -> str:
         middle_lat, middle_lon = (south + north) / 2, (west + east) / 2
         lines += [f"latitude     {south:.6f} .. {north:.6f}",
                   f"longitude    {west:.6f} .. {east:.6f}",
-                  f"extent       {_distance_km(south, middle_lon, north, middle_lon):.3f} km north-south x "
-                  f"{_distance_km(middle_lat, west, middle_lat, east):.3f} km east-west"]
+                  f"extent       {haversine_m(south, middle_lon, north, middle_lon) / 1000:.3f} km north-south x "
+                  f"{haversine_m(middle_lat, west, middle_lat, east) / 1000:.3f} km east-west"]
     else:
         lines.append("extent       unknown (no tile has coordinates)")
     lines.append(f"without coordinates  {int((~known).sum())}")

@@ -39,10 +39,10 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.fileio import atomic_write, atomic_write_text
 from lpn_edge.runtime.encoder import Encoder
 from lpn_edge.runtime.gallery import DTYPES, write_index
+from lpn_edge.runtime.preprocessing import IMAGE_EXTENSIONS, is_image_file, load_rgb, resize
 
 JOURNAL = "journal.json"
 JOURNAL_FORMAT = "lpn-edge index build"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def list_image_files(images_dir: Path) -> list[str]:
     for root, folders, files in os.walk(images_dir):
         folders[:] = [f for f in folders if not f.startswith(".") and not f.endswith(".partial")]
         for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+            if not name.startswith(".") and is_image_file(name):
                 found.append(Path(root, name).relative_to(images_dir).as_posix())
     return sorted(found)
 
@@ -172,18 +172,11 @@ def lookup_position(coordinates: dict[str, tuple[float, float]], tile: str) -> t
 
 
 def decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB at the encoder's input size (EXIF orientation applied, bicubic)."""
-    # TODO(redesign): use runtime preprocessing (the decode + resize shared with `locate`); the resize is needed
-    # here only so that images of any size stack into one batch, and matches the models' bicubic resize.
-    from PIL import Image
-
-    from lpn_edge.runtime.preprocessing import load_rgb  # numpy + PIL only: robust decoding of every mode
-
+    """An image file -> (H, W, 3) uint8 RGB at the encoder's input size (EXIF orientation applied; the
+    preprocessing's bicubic resize, needed so that images of any size stack into one batch)."""
     image = load_rgb(path)
     height, width = size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(image, np.uint8) if image.size == (width, height) else resize(image, size)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +209,7 @@ def build_index(encoder: Encoder, images_dir: str | Path, out: str | Path, geo_c
         raise LpnEdgeError(f"--out {out} is a folder; give the path of the .lpnidx file to write")
     listing = list_image_files(images_dir)
     if not listing:
-        raise LpnEdgeError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
+        raise LpnEdgeError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {images_dir}")
     ids = [tile_id(name) for name in listing]
     if len(set(ids)) != len(ids):
         seen: dict[str, str] = {}

@@ -80,7 +80,7 @@ def quantize_int8(source: Path, destination: Path, calibration) -> QuantizationR
     report.folded = fold_batch_norms(model)
     targets = _find_targets(model, report)
     if not targets:
-        raise LpnEdgeError(f"{source.name}: no Conv/Gemm/MatMul node with an initialiser weight to quantize")
+        raise LpnEdgeError(f"{source.name}: no Conv node with an initialiser weight to quantize")
     residual = [_Target(index, model.graph.node[index].input[which], None, 0, which)
                 for index, which in residual_adds(model)]
     targets += residual
@@ -175,33 +175,16 @@ def residual_adds(model) -> list[tuple[int, int]]:
 
 
 def _find_targets(model, report: QuantizationReport) -> list[_Target]:
-    from onnx import helper
-
-    initialisers = {init.name: init for init in model.graph.initializer}
+    """Every Conv with an initialiser weight (output channels on axis 0: (out, in / groups, kh, kw))."""
+    initialisers = {init.name for init in model.graph.initializer}
     targets = []
     for index, node in enumerate(model.graph.node):
         if node.op_type not in QUANTIZED_OPS:
             continue
-        name = node.name or f"#{index}"
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        data, weight = node.input[0], node.input[1]
-        if weight not in initialisers:
-            report.skipped.append(f"{name} ({node.op_type} without an initialiser weight)")
+        if node.input[1] not in initialisers:
+            report.skipped.append(f"{node.name or f'#{index}'} ({node.op_type} without an initialiser weight)")
             continue
-        dims = tuple(initialisers[weight].dims)
-        if node.op_type == "Conv":
-            axis = 0  # (out, in / groups, kh, kw)
-        elif node.op_type == "Gemm":
-            if attrs.get("transA", 0):
-                report.skipped.append(f"{name} (Gemm with transA)")
-                continue
-            axis = 0 if attrs.get("transB", 0) else 1  # B is (out, in) with transB, else (in, out)
-        else:
-            if len(dims) != 2:
-                report.skipped.append(f"{name} (MatMul weight of rank {len(dims)})")
-                continue
-            axis = 1  # x @ W with W (in, out): the ring pooling (h*w, n) and Linear layers exported as MatMul
-        targets.append(_Target(index, data, weight, axis))
+        targets.append(_Target(index, node.input[0], node.input[1], axis=0))
     return targets
 
 

@@ -22,12 +22,16 @@ class Int8Placement:
     suffix: str  # the file is <stem>.<suffix>.onnx
     target: str  # the runtime the Q/DQ layout is for; written to the metadata as "int8_target"
 
-    def quantize(self, source: Path, destination: Path, calibration) -> str:
+    def quantize(self, source: Path, destination: Path, calibration, metadata: dict | None = None) -> str:
         """Write the int8 graph of the fp32 lpn-edge ONNX `source` to `destination`, with the source's metadata
-        plus precision, int8_target and the quantizer's summary (returned, one line)."""
+        (`metadata` when the caller holds it, else read from `source`) plus precision, int8_target and the
+        quantizer's summary (returned, one line)."""
         from lpn_edge.export.onnx_graph import rewrite_onnx_metadata
-        from lpn_edge.runtime.artifact import read_onnx_metadata
 
+        if metadata is None:
+            from lpn_edge.runtime.artifact import read_onnx_metadata
+
+            metadata = read_onnx_metadata(source)
         if self.target == "tensorrt":
             from lpn_edge.export.quantize import quantize_int8
 
@@ -36,7 +40,7 @@ class Int8Placement:
             from lpn_edge.export.quantize_cpu import quantize_int8_cpu
 
             summary = quantize_int8_cpu(source, destination, calibration)
-        rewrite_onnx_metadata(destination, {**read_onnx_metadata(source), "precision": "int8",
+        rewrite_onnx_metadata(destination, {**metadata, "precision": "int8",
                                             "int8_target": self.target, "quantization": summary})
         return summary
 

@@ -276,7 +276,7 @@ class ExportJob:
                       "images)")
         with Staging() as stage:
             tmp = stage.path(final)
-            summary = placement.quantize(source, tmp, self.calibration)  # with the fp32 graph's metadata
+            summary = placement.quantize(source, tmp, self.calibration, variant.metadata)
             self.note(f"{final.name}: {summary}")
             self.check_onnx_parity(tmp, final.name, "int8", variant)
         self.add(final, "onnx", "int8", variant.output_name)

@@ -53,6 +53,7 @@ TOPK_MAX = 64  # LPN_TOPK_MAX
 TOPK_SEGMENT = 8192  # gallery rows per block of lpn_topk_segments
 STD_OPTION = "c++14"
 DTYPES = {"f32": np.float32, "f16": np.float16}
+DTYPE_CODES = {np.dtype(numpy_type): code for code, numpy_type in DTYPES.items()}  # numpy dtype -> kernel suffix
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
 
@@ -477,7 +478,7 @@ class RingPoolKernel:
         """Host arrays in (copied to the GPU), (N, B * n) float32 embedding out; for tests and host-side maps.
         With return_pooled, also the (N, C_out, n) pooled parts."""
         feature_map = np.ascontiguousarray(feature_map)
-        dtype = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}.get(feature_map.dtype)
+        dtype = DTYPE_CODES.get(feature_map.dtype)
         if dtype is None or feature_map.ndim != 4:
             raise LpnEdgeError(f"feature map must be a 4-d float16 or float32 array; got {feature_map.dtype} "
                                f"{feature_map.shape}")

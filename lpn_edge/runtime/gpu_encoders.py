@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
+from lpn_edge.runtime.cuda_kernels import DTYPE_CODES
 from lpn_edge.runtime.encoder import ArrayEncoder, EncoderInfo
-
-DTYPE_CODES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
 
 
 def require_tensorrt():

@@ -26,7 +26,7 @@ import torch
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.fileio import file_fingerprint
 from lpn_edge.precision import exact_fp32
-from lpn_edge.runtime.artifact import read_sidecar, sidecar_path
+from lpn_edge.runtime.artifact import read_artifact_sidecar
 from lpn_edge.runtime.batching import run_in_batches
 from lpn_edge.runtime.encoder import ArrayEncoder, EncoderInfo
 
@@ -96,10 +96,7 @@ class Pt2Encoder(ArrayEncoder):
 
     def __init__(self, path: Path, device: str = "cpu", *, batch: int | None = None, threads: int | None = None,
                  view: str | None = None, flip: bool | None = None) -> None:
-        meta = read_sidecar(sidecar_path(path))
-        if meta.get("artifact_fingerprint") != file_fingerprint(path):
-            raise LpnEdgeError(f"sidecar {sidecar_path(path).name} describes another file, not {path.name}; "
-                               "re-export the package")
+        meta = read_artifact_sidecar(path, "package")
         built_for = meta.get("device", "cpu")
         if built_for != device:
             raise LpnEdgeError(f"{path.name} was compiled for {built_for}, not {device}: open it with "
@@ -114,10 +111,7 @@ class Pt2Encoder(ArrayEncoder):
             raise LpnEdgeError(f"batch {batch} is below {path.name}'s smallest batch {low}")
         self.device, self.threads, self.metadata = torch.device(device), threads, meta
         self.compiled = load_pt2(path)
-        self.info = EncoderInfo(backend="pt2", provider=f"aotinductor-{device}", precision="fp32",
-                                input_size=tuple(int(s) for s in meta["preprocessing"]["size"]),
-                                view=str(meta["view"]), fingerprint=str(meta["source_fingerprint"]),
-                                dim=int(meta["embedding_dim"]))
+        self.info = EncoderInfo.from_metadata(meta, backend="pt2", provider=f"aotinductor-{device}")
 
     def run(self, images: np.ndarray) -> np.ndarray:
         with torch_threads(self.threads):

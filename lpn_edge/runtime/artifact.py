@@ -128,6 +128,17 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def read_artifact_sidecar(path: Path, what: str) -> dict[str, Any]:
+    """The sidecar of the artifact at `path`, checked to describe this very file (fingerprint); `what` names the
+    artifact in the message ("engine", "package")."""
+    meta = read_sidecar(sidecar_path(path))
+    recorded = meta.get("artifact_fingerprint")
+    if recorded != file_fingerprint(path):
+        raise LpnEdgeError(f"sidecar {sidecar_path(path).name} describes another file (fingerprint {recorded}), not "
+                           f"{path.name}; re-export the {what}")
+    return meta
+
+
 def check_engine_sidecar(engine_path: str | Path, runtime_info: Mapping[str, str],
                          precision: str | None = None) -> dict[str, Any]:
     """Return the engine's sidecar metadata if the engine fits `runtime_info`, else raise LpnEdgeError.
@@ -140,11 +151,7 @@ def check_engine_sidecar(engine_path: str | Path, runtime_info: Mapping[str, str
     engine_path = Path(engine_path)
     if not engine_path.is_file():
         raise LpnEdgeError(f"TensorRT engine {engine_path} does not exist")
-    meta = read_sidecar(sidecar_path(engine_path))
-    recorded = meta.get("artifact_fingerprint")
-    if recorded != file_fingerprint(engine_path):
-        raise LpnEdgeError(f"sidecar {sidecar_path(engine_path).name} describes another file (fingerprint "
-                           f"{recorded}), not {engine_path.name}; re-export the engine")
+    meta = read_artifact_sidecar(engine_path, "engine")
     for key, what in ENGINE_MUST_MATCH.items():
         if key not in runtime_info:
             raise LpnEdgeError(f"runtime_info lacks {key!r} (needed to check {engine_path.name})")

@@ -20,18 +20,15 @@ import time
 
 import numpy as np
 
+from lpn_edge.bench.match import synthetic_gallery
+from lpn_edge.bench.stats import measure
 from lpn_edge.runtime.match_engines import open_matcher
 from lpn_edge.runtime.matching import exact_topk
 
 
 def timed(function, repeats: int) -> list[float]:
-    function()  # warm: page faults, first-call allocations
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
+    """Seconds of `repeats` calls after one warm-up call (page faults, first-call allocations)."""
+    return measure({"call": function}, repeats, warmup=1)["call"]
 
 
 def main() -> None:
@@ -44,11 +41,7 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true", help="Leave out the slow exact_topk path.")
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    gallery = np.empty((args.rows, args.dim), np.float16)
-    for start in range(0, args.rows, 8192):  # bounded temporary memory
-        rows = rng.standard_normal((min(8192, args.rows - start), args.dim), dtype=np.float32)
-        gallery[start : start + len(rows)] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    gallery = synthetic_gallery(args.rows, args.dim, seed=0)
     query = gallery[12345 % args.rows].astype(np.float32)[None] + np.float32(0.01)
     words = gallery.reshape(-1).view(np.uint64)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from lpn_edge.bench.options import BenchOptions
@@ -12,7 +13,17 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def artifact_info(path: Path) -> dict:
-    """An ONNX artifact's metadata (empty for foreign graphs); engines: their sidecar when present."""
+    """An ONNX artifact's metadata (empty for foreign graphs); engines: their sidecar when present. Read once per
+    version of the file (reading an ONNX file's metadata loads the whole graph)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return {}
+    return dict(_artifact_info(Path(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _artifact_info(path: Path, _mtime_ns: int, _size: int) -> dict:
     from lpn_edge.runtime.artifact import read_onnx_metadata, read_sidecar, sidecar_path
 
     try:

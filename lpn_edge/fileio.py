@@ -9,11 +9,15 @@ the one-file case. Standard library only (the torch-free runtime uses it too).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from lpn_edge.errors import LpnEdgeError
 
 TEMPORARY_GLOB = ".tmp-*"  # matches every temporary name `Staging` hands out (leftovers of an interrupted run)
 
@@ -61,8 +65,35 @@ class Staging:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.discard()
+            return
+        # asked before the discard frees the space again: writers report a full disk in their own words
+        # (torch.save: "unexpected pos ..."), so the free space is the one reliable witness
+        full = next((tmp for tmp, _ in self._pending if _out_of_space(tmp, exc)), None)
+        finals = ", ".join(str(final) for _, final in self._pending)
+        self.discard()
+        if full is not None:
+            raise DiskFull(f"could not write {finals}: the disk holding {full.parent} is full "
+                           f"({_free_bytes(full.parent) / 2**20:.0f} MiB free now that the partial file is "
+                           "deleted); free some space and run again, nothing earlier was replaced") from exc
+
+
+class DiskFull(LpnEdgeError, OSError):
+    """A staged write ran out of disk space (the partial files are gone, the earlier files untouched)."""
+
+
+FULL_DISK_BYTES = 16 * 2**20  # less than this left when a write failed: the disk ran full
+
+
+def _out_of_space(tmp: Path, exc: BaseException | None) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if not isinstance(exc, Exception) or not tmp.exists():  # Ctrl-C, or the writer never began
+        return False
+    return _free_bytes(tmp.parent) < FULL_DISK_BYTES
+
+
+def _free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -141,3 +141,19 @@ def test_numpy_engine_float32_pass_keeps_every_exact_top_k_row(dtype, monkeypatc
     assert np.array_equal(indices, expected[0]) and np.array_equal(scores, expected[1])
     monkeypatch.setattr(NumpyMatcher, "margin", lambda self, q: np.zeros(len(q), np.float32))
     assert not np.array_equal(matcher.search(queries, 10)[0], expected[0])
+
+
+def test_auto_takes_the_first_engine_of_its_order_that_opens(monkeypatch):
+    import lpn_edge.runtime.match_engines as engines
+    from lpn_edge.runtime.match_engines import AUTO_ORDER, ONE_QUERY_ORDER
+
+    gallery, _queries = tied_gallery(np.float16, size=50)
+
+    def no_gpu(gallery, **options):
+        raise LpnEdgeError("no CUDA backend")
+
+    monkeypatch.setattr(engines, "_gpu_matcher", no_gpu)  # the order's first choice fails to open here
+    assert open_matcher(gallery, "auto", ONE_QUERY_ORDER).engine == "numpy"  # the locate loop never takes FAISS
+    assert open_matcher(gallery, "auto", AUTO_ORDER).engine == ("faiss" if HAS_FAISS else "numpy")
+    with pytest.raises(LpnEdgeError, match="no CUDA backend"):  # asked for by name: its failure is the answer
+        open_matcher(gallery, "gpu")

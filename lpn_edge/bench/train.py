@@ -22,7 +22,7 @@ VIEWS = ("satellite", "drone", "ground")
 def steps(torch, config, images, labels, device, precision):
     """(reference step, lpn-edge step): each builds its own model and optimiser of `config`."""
     from lpn_edge.model import build_model
-    from lpn_edge.train.loop import forward_batch
+    from lpn_edge.train.loop import forward_batch, optimizer_step
     from lpn_edge.train.recipe import build_optimizer, part_loss
 
     reference_model = build_model(config.model).to(device).train()
@@ -39,15 +39,8 @@ def steps(torch, config, images, labels, device, precision):
         reference_optimizer.step()
 
     def our_step():
-        step = forward_batch(ours, our_batch, device, precision, channels_last=True)
-        our_optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(step.loss).backward()
-            precision.scaler.step(our_optimizer)
-            precision.scaler.update()
-        else:
-            step.loss.backward()
-            our_optimizer.step()
+        optimizer_step(our_optimizer, forward_batch(ours, our_batch, device, precision, channels_last=True).loss,
+                       precision)
 
     return reference_step, our_step
 

@@ -40,7 +40,7 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.geo.georef import haversine_m, metres_per_degree
 from lpn_edge.runtime.encoder import Encoder
 from lpn_edge.runtime.gallery import GalleryIndex
-from lpn_edge.runtime.match_engines import open_matcher
+from lpn_edge.runtime.match_engines import ONE_QUERY_ORDER, open_matcher
 from lpn_edge.runtime.matching import select_topk
 from lpn_edge.runtime.preprocessing import load_rgb, normalise, resize
 
@@ -166,18 +166,6 @@ def check_gallery(index: GalleryIndex, info) -> None:
                            f"{GALLERY_VIEW} (or {info.view}) view of this model (lpn-edge index build)")
 
 
-def _open_matcher(gallery: np.ndarray, engine: str):
-    """`open_matcher`, except that "auto" means the GPU engine when one answers, else numpy: one query at a time
-    the numpy engine reads the gallery at memory speed, and FAISS's thread start-up costs more than it saves (and
-    its OpenMP threads slow the encoder down): measured on 2 cores, 144 tiles: 12 ms a search against 0.2 ms."""
-    if engine != "auto":
-        return open_matcher(gallery, engine)
-    try:
-        return open_matcher(gallery, "gpu")
-    except (LpnEdgeError, ImportError):
-        return open_matcher(gallery, "numpy")
-
-
 class Localizer:
     """Frames -> top-k gallery tiles and a position estimate; see the module docstring."""
 
@@ -204,7 +192,7 @@ class Localizer:
                 opened = GalleryIndex.open(path, verify=verify)
                 self.indexes.append(opened)
                 check_gallery(opened, info)
-            self.matchers = [_open_matcher(ix.embeddings, engine) for ix in self.indexes if ix.count]
+            self.matchers = [open_matcher(ix.embeddings, engine, ONE_QUERY_ORDER) for ix in self.indexes if ix.count]
         except BaseException:
             self.close()
             raise

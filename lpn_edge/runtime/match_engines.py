@@ -19,18 +19,36 @@ def _gpu_matcher(gallery: np.ndarray, **options):
     return GpuMatcher(gallery, **options)
 
 
-def open_matcher(gallery: np.ndarray, engine: str = "auto", **options):
+AUTO_ORDER = ("gpu", "faiss", "numpy")  # many queries at once: FAISS's threads pay off
+ONE_QUERY_ORDER = ("gpu", "numpy")  # a frame at a time (`Localizer`): numpy reads the gallery at memory speed, and
+# FAISS's thread start-up costs more than it saves (its OpenMP threads also slow the encoder down): measured on 2
+# cores, 144 tiles, 12 ms a search against 0.2 ms
+
+
+def open_matcher(gallery: np.ndarray, engine: str = "auto", auto_order: tuple[str, ...] = AUTO_ORDER, **options):
     """A matcher over a (G, D) float16/float32 gallery (an array, np.memmap or GalleryIndex.embeddings) with
     `.search(queries (Q, D) float32, k) -> (indices (Q, k) int64, scores (Q, k) float32)` and `.engine`.
 
     engine: "numpy" (CPU, always there), "faiss" (the [faiss] extra), "gpu" (pycuda or cuda-python and a CUDA
-    device; the gallery is held in fp16) or "auto": the GPU when one answers, else FAISS when installed, else numpy.
+    device; the gallery is held in fp16) or "auto": the first engine of `auto_order` that opens.
     All engines return the same indices and scores: higher score first, equal scores by ascending gallery index
     (identical whenever the float32 scores are exact; otherwise engines can disagree only where two scores agree to
     the last float32 bits, since their summation orders differ). A requested engine that is missing is an error.
     """
     if engine not in ENGINES:
         raise LpnEdgeError(f"matching engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if engine != "auto":
+        return _open_engine(gallery, engine, **options)
+    *fallible, last = auto_order
+    for candidate in fallible:
+        try:
+            return _open_engine(gallery, candidate)
+        except LpnEdgeError:
+            pass
+    return _open_engine(gallery, last)
+
+
+def _open_engine(gallery: np.ndarray, engine: str, **options):
     if engine == "numpy":
         return NumpyMatcher(gallery, **options)
     if engine == "faiss":
@@ -39,13 +57,7 @@ def open_matcher(gallery: np.ndarray, engine: str = "auto", **options):
         except ImportError:
             raise LpnEdgeError("matching engine 'faiss' needs the faiss package: pip install \"lpn-edge[faiss]\" "
                                "(faiss-cpu)") from None
-    if engine == "gpu":
+    try:
         return _gpu_matcher(gallery, **options)
-    try:
-        return _gpu_matcher(gallery)
-    except (LpnEdgeError, ImportError):
-        pass
-    try:
-        return FaissMatcher(gallery)
-    except ImportError:
-        return NumpyMatcher(gallery)
+    except ImportError as exc:
+        raise LpnEdgeError(f"matching engine 'gpu' needs pycuda or cuda-python: {exc}") from None

@@ -420,6 +420,18 @@ def forward_batch(model: torch.nn.Module, batch: dict[str, Any], device: torch.d
     return BatchForward(loss, logits, labels, len(batch["label"]), sum(len(y) for y in labels.values()))
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, precision: _Precision) -> None:
+    """One update from `loss`: backward (through the fp16 gradient scaler when there is one) and the step."""
+    optimizer.zero_grad(set_to_none=True)
+    if precision.scaler is not None:
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def _train_overrides(config: RunConfig) -> dict[str, Any]:
     """On resume only the length of the run may change (to extend it)."""
     return {"train.epochs": config.train.epochs}
@@ -486,14 +498,7 @@ def _run_epoch(setup: _Setup, loader, dist, stop, epoch: int, total_batches: int
         loss, logits = step.loss, step.logits
         factor = warmup_factor(epoch, skip + steps, total_batches, setup.warmup_epochs)
         weighted = loss * factor if factor != 1.0 else loss
-        optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(weighted).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
-        else:
-            weighted.backward()
-            optimizer.step()
+        optimizer_step(optimizer, weighted, precision)
         finite = math.isfinite(loss.item())
         # One decision for all ranks after every step: a rank that stopped alone would leave the others waiting in
         # the next gradient all-reduce. The largest signal number wins; 256 flags a non-finite loss on some rank.

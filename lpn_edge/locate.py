@@ -16,7 +16,6 @@ The true tile is the gallery tile whose centre is nearest the truth position.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -30,6 +29,7 @@ import numpy as np
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.geo.metrics import ErrorSummary, position_errors, summarize_errors, topk_hit_rates, true_tiles
 from lpn_edge.runtime.localize import TIMINGS, Localizer, estimate_position
+from lpn_edge.tables import read_csv_table
 
 HIT_KS = (1, 5)
 
@@ -85,34 +85,26 @@ class Truth:
 
 def read_truth(path: str | Path) -> Truth:
     """A flight table (see the module docstring) -> Truth; LpnEdgeError naming the file and line when wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise LpnEdgeError(f"--truth {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = {name.strip().lower(): name for name in reader.fieldnames or []}
-        view = "view_latitude" in fields and "view_longitude" in fields
-        lat_key, lon_key = ("view_latitude", "view_longitude") if view else ("latitude", "longitude")
-        missing = [name for name in ("frame", lat_key, lon_key) if name not in fields]
-        if missing:
-            raise LpnEdgeError(f"--truth {path} lacks the column{'s' if len(missing) > 1 else ''} "
-                               f"{', '.join(missing)}; expected frame,latitude,longitude (as synth-flight writes)")
-        by_name: dict[str, tuple[float, float]] = {}
-        by_number: dict[int, tuple[float, float]] = {}
-        for line, row in enumerate(reader, start=2):
-            frame = (row.get(fields["frame"]) or "").strip()
-            try:
-                position = (float(row[fields[lat_key]]), float(row[fields[lon_key]]))
-            except (TypeError, ValueError):
-                raise LpnEdgeError(f"--truth {path} line {line}: {lat_key}/{lon_key} must be numbers") from None
-            if not frame or not all(map(math.isfinite, position)):
-                raise LpnEdgeError(f"--truth {path} line {line}: needs a frame and finite coordinates")
-            by_name[frame] = position
-            if frame.isdigit():
-                by_number[int(frame)] = position
+    table = read_csv_table(path, "--truth")
+    view = table.has("view_latitude", "view_longitude")
+    lat_key, lon_key = ("view_latitude", "view_longitude") if view else ("latitude", "longitude")
+    table.require(("frame", lat_key, lon_key), "frame,latitude,longitude (as synth-flight writes)")
+    by_name: dict[str, tuple[float, float]] = {}
+    by_number: dict[int, tuple[float, float]] = {}
+    for line, row in table.rows:
+        frame = table.cell(row, "frame")
+        try:
+            position = (float(table.cell(row, lat_key)), float(table.cell(row, lon_key)))
+        except ValueError:
+            raise table.error(line, f"{lat_key}/{lon_key} must be numbers") from None
+        if not frame or not all(map(math.isfinite, position)):
+            raise table.error(line, "needs a frame and finite coordinates")
+        by_name[frame] = position
+        if frame.isdigit():
+            by_number[int(frame)] = position
     if not by_name:
         raise LpnEdgeError(f"--truth {path} has no rows")
-    return Truth(path, f"{lat_key}/{lon_key}", by_name, by_number)
+    return Truth(table.path, f"{lat_key}/{lon_key}", by_name, by_number)
 
 
 # ---------------------------------------------------------------------------------------------------------------

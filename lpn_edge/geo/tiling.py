@@ -274,23 +274,20 @@ def tile_orthophoto(
 def read_geo_csv(path: str | Path) -> dict[str, np.ndarray]:
     """A tiling's geo.csv as columns: 'id' (str array), 'latitude', 'longitude', 'tile_size_m' (float), and
     'row', 'col' (int) when present."""
-    import csv
+    from lpn_edge.tables import read_csv_table
 
-    path = Path(path)
-    try:
-        with open(path, newline="") as handle:
-            records = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise LpnEdgeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    needed = {"id", "latitude", "longitude"}
-    if not records or not needed <= set(records[0]):
-        raise LpnEdgeError(f"{path}: expected a CSV with columns id,latitude,longitude (and row,col,tile_size_m)")
-    columns: dict[str, np.ndarray] = {"id": np.array([r["id"] for r in records])}
-    try:
-        for name, kind in [("latitude", float), ("longitude", float), ("tile_size_m", float), ("row", int),
-                           ("col", int)]:
-            if name in records[0]:
-                columns[name] = np.array([kind(r[name]) for r in records])
-    except (TypeError, ValueError) as exc:
-        raise LpnEdgeError(f"{path}: a value is not a number ({exc})") from None
+    table = read_csv_table(path, "tiling")
+    table.require(("id", "latitude", "longitude"), "a CSV with columns id,latitude,longitude (and row,col,tile_size_m)")
+    if not table.rows:
+        raise LpnEdgeError(f"tiling {table.path} has no rows")
+    columns: dict[str, np.ndarray] = {"id": np.array([table.cell(row, "id") for _line, row in table.rows])}
+    for name, kind in [("latitude", float), ("longitude", float), ("tile_size_m", float), ("row", int), ("col", int)]:
+        if table.has(name):
+            values = []
+            for line, row in table.rows:
+                try:
+                    values.append(kind(table.cell(row, name)))
+                except ValueError:
+                    raise table.error(line, f"{name} must be a number; got {table.cell(row, name)!r}") from None
+            columns[name] = np.array(values)
     return columns

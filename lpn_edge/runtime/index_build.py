@@ -19,7 +19,6 @@ Unreadable images are named in the report and skipped; the run goes on.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -40,6 +39,7 @@ from lpn_edge.fileio import atomic_write, atomic_write_text
 from lpn_edge.runtime.encoder import Encoder
 from lpn_edge.runtime.gallery import DTYPES, write_index
 from lpn_edge.runtime.preprocessing import IMAGE_EXTENSIONS, is_image_file, load_rgb, resize
+from lpn_edge.tables import read_csv_table
 
 JOURNAL = "journal.json"
 JOURNAL_FORMAT = "lpn-edge index build"
@@ -132,33 +132,24 @@ def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int] | None:
 def read_geo_csv(path: Path) -> dict[str, tuple[float, float]]:
     """id -> (latitude, longitude) from a CSV with columns id, latitude, longitude (others ignored: `lpn-edge synth`
     adds split, view; `index tile` adds row, col, tile_size_m). Empty cells mean unknown (NaN)."""
-    if not path.is_file():
-        raise LpnEdgeError(f"geo CSV {path} does not exist")
+    table = read_csv_table(path, "geo CSV")
+    table.require(("id", "latitude", "longitude"), "a header with id,latitude,longitude")
     coordinates: dict[str, tuple[float, float]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = {name.strip().lower(): name for name in reader.fieldnames or []}
-        missing = [name for name in ("id", "latitude", "longitude") if name not in columns]
-        if missing:
-            raise LpnEdgeError(f"geo CSV {path} lacks the column{'s' if len(missing) > 1 else ''} "
-                               f"{', '.join(missing)}; expected a header with id,latitude,longitude")
-        for line, row in enumerate(reader, start=2):
-            key = (row.get(columns["id"]) or "").strip()
-            try:
-                value = tuple(float(cell) if (cell := (row.get(columns[name]) or "").strip()) else math.nan
-                              for name in ("latitude", "longitude"))
-            except ValueError:
-                raise LpnEdgeError(f"geo CSV {path} line {line}: latitude/longitude must be numbers; got "
-                                   f"{row.get(columns['latitude'])!r}, {row.get(columns['longitude'])!r}") from None
-            if not key:
-                raise LpnEdgeError(f"geo CSV {path} line {line} has no id")
-            if not (math.isnan(value[0]) or -90 <= value[0] <= 90) or not (math.isnan(value[1]) or
-                                                                             -180 <= value[1] <= 360):
-                raise LpnEdgeError(f"geo CSV {path} line {line}: latitude {value[0]}, longitude {value[1]} is not a "
-                                   "WGS84 position in degrees")
-            previous = coordinates.setdefault(key, value)
-            if previous != value and not all(map(math.isnan, previous + value)):
-                raise LpnEdgeError(f"geo CSV {path} gives id {key!r} two positions: {previous} and {value}")
+    for line, row in table.rows:
+        key = table.cell(row, "id")
+        cells = [table.cell(row, name) for name in ("latitude", "longitude")]
+        try:
+            value = tuple(float(cell) if cell else math.nan for cell in cells)
+        except ValueError:
+            raise table.error(line, f"latitude/longitude must be numbers; got {cells[0]!r}, {cells[1]!r}") from None
+        if not key:
+            raise table.error(line, "has no id")
+        if not (math.isnan(value[0]) or -90 <= value[0] <= 90) or not (math.isnan(value[1]) or
+                                                                         -180 <= value[1] <= 360):
+            raise table.error(line, f"latitude {value[0]}, longitude {value[1]} is not a WGS84 position in degrees")
+        previous = coordinates.setdefault(key, value)
+        if previous != value and not all(map(math.isnan, previous + value)):
+            raise LpnEdgeError(f"geo CSV {path} gives id {key!r} two positions: {previous} and {value}")
     return coordinates
 
 

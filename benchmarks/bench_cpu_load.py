@@ -48,11 +48,10 @@ def child(model: Path, config: dict, frames: int, busy_core: int) -> dict:
     if config["pin"]:
         allowed = sorted(set(os.sched_getaffinity(0)) - {busy_core}) or [0]
         os.sched_setaffinity(0, allowed)  # before the session exists: its threads inherit the mask
-    runner = OnnxRunner(model, ("cpu",), threads=config["threads"])
-    if config["plain"]:  # ONNX Runtime's own defaults, as a session without lpn-edge's options
-        import onnxruntime as ort
+    import onnxruntime as ort
 
-        runner.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    plain = ort.SessionOptions() if config["plain"] else None  # ONNX Runtime's own defaults, none of lpn-edge's
+    runner = OnnxRunner(model, ("cpu",), threads=config["threads"], session_options=plain)
     size = runner.session.get_inputs()[0].shape[2:]
     frame = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
     for _ in range(2):

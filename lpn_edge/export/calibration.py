@@ -33,10 +33,15 @@ class CalibrationImages:
         return preprocess(list(self.paths[:count]), self.size)
 
 
-def calibration_images(folder: Path, size: tuple[int, int], minimum: int) -> CalibrationImages:
-    """The calibration folder's images (loaded lazily, see `CalibrationImages`); refuses fewer than `minimum`."""
+def calibration_paths(folder: Path, minimum: int) -> list[Path]:
+    """The calibration folder's image files, sorted; refuses fewer than `minimum`."""
     paths = find_images(folder)
     if len(paths) < minimum:
         raise LpnEdgeError(f"--calib {folder} holds {len(paths)} images ({', '.join(IMAGE_EXTENSIONS)}); int8 "
                            f"calibration needs at least {minimum}")
-    return CalibrationImages(tuple(paths), tuple(size))
+    return paths
+
+
+def calibration_images(folder: Path, size: tuple[int, int], minimum: int) -> CalibrationImages:
+    """The calibration folder's images (loaded lazily, see `CalibrationImages`); refuses fewer than `minimum`."""
+    return CalibrationImages(tuple(calibration_paths(folder, minimum)), tuple(size))

@@ -104,15 +104,12 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
         from lpn_edge.export.pt2 import require_compiler
 
         require_compiler()
-    calibration_paths = None
+    calibration = None
     if options.calib is not None:
-        from lpn_edge.runtime.preprocessing import find_images
+        from lpn_edge.export.calibration import calibration_paths
 
-        calibration_paths = find_images(options.calib)
-        if len(calibration_paths) < MIN_CALIBRATION_IMAGES:
-            raise LpnEdgeError(f"--calib {options.calib} holds {len(calibration_paths)} images; int8 calibration "
-                               f"needs at least {MIN_CALIBRATION_IMAGES}")
-    job = ExportJob(options, Path(checkpoint), Path(out_dir), progress, trt, calibration_paths)
+        calibration = calibration_paths(options.calib, MIN_CALIBRATION_IMAGES)  # before any work is done
+    job = ExportJob(options, Path(checkpoint), Path(out_dir), progress, trt, calibration)
     for text in notes:
         job.note(text)
     job.run()

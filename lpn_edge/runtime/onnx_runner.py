@@ -113,7 +113,9 @@ class OnnxRunner:
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("cpu",), batch: int = BATCH,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, session_options=None) -> None:
+        """session_options: an onnxruntime.SessionOptions used as it is, in place of cpu_session_options(threads)
+        (a benchmark's plain ONNX Runtime defaults)."""
         import onnxruntime as ort
 
         self.path, self.batch = Path(path), int(batch)
@@ -121,7 +123,8 @@ class OnnxRunner:
             raise LpnEdgeError(f"batch must be >= 1; got {batch}")
         wanted = provider_names(providers)
         try:
-            self.session = ort.InferenceSession(str(self.path), cpu_session_options(threads), providers=wanted)
+            self.session = ort.InferenceSession(str(self.path), session_options or cpu_session_options(threads),
+                                                providers=wanted)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes for unloadable graphs
             raise LpnEdgeError(f"ONNX Runtime cannot load {self.path.name} ({type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0][:200]})") from None

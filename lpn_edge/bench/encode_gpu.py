@@ -26,7 +26,6 @@ def gpu_part(options, results, progress, torch, reference_path, artifacts, image
              reference_accuracy) -> None:
     from lpn_edge.bench.artifacts import ENGINE_SUFFIXES, reference_model
 
-    sync = torch.cuda.synchronize
     model = None
     if reference_path is not None:
         model, _ = reference_model(reference_path, "cuda")
@@ -37,14 +36,32 @@ def gpu_part(options, results, progress, torch, reference_path, artifacts, image
         import copy
 
         half = copy.deepcopy(model).half().to(memory_format=torch.channels_last)
-    onnx = [m for m in artifacts if m.suffix == ".onnx"]
-    engines = [m for m in artifacts if m.suffix in ENGINE_SUFFIXES]
+    largest = max(options.batch)
+    opened = []  # (row name, opener result): every artifact opened once, for all batch sizes
+    openers = {".onnx": ("onnxruntime-cuda", OrtCuda), **{suffix: ("tensorrt", TensorRtEngine)
+                                                           for suffix in ENGINE_SUFFIXES}}
+    for path in artifacts:
+        if path.suffix not in openers:
+            continue
+        kind, opener = openers[path.suffix]
+        try:
+            opened.append((f"{path.name} {kind}", opener(path, largest)))
+        except Exception as error:  # noqa: BLE001 - no CUDA provider, no tensorrt, an engine for another GPU
+            results.skip("encode", f"{path.name} {kind}", f"{type(error).__name__}: {error}")
+    try:
+        _time_batches(options, results, progress, torch, model, half, opened, images)
+    finally:
+        for _name, artifact in opened:
+            artifact.close()
+
+
+def _time_batches(options, results, progress, torch, model, half, opened, images) -> None:
+    sync = torch.cuda.synchronize
     for batch in options.batch:
         host = np.ascontiguousarray(images[:batch]) if batch <= len(images) else \
             np.random.default_rng(batch).standard_normal((batch, *images.shape[1:]), dtype=np.float32)
         device = torch.from_numpy(host).cuda()
         functions = {}
-        closers = []
         if model is not None:
             def eager(x=device):
                 with torch.inference_mode():
@@ -61,24 +78,14 @@ def gpu_part(options, results, progress, torch, reference_path, artifacts, image
             graph = cuda_graph(torch, half, device_half, options.view)
             if graph is not None:
                 functions["pytorch fp16 channels_last CUDA graph replay"] = graph.replay
-        for path in onnx:
+        for name, artifact in opened:
             try:
-                with_copies, without_copies, close = ort_cuda(path, host)
-            except Exception as error:  # noqa: BLE001 - no CUDA provider in this onnxruntime build, and the like
-                results.skip("encode", f"{path.name} onnxruntime-cuda", f"{type(error).__name__}: {error}")
+                with_copies, without_copies = artifact.functions(host)
+            except Exception as error:  # noqa: BLE001 - e.g. a batch outside the engine's profile: said per row
+                results.skip("encode", f"{name}, batch {batch}", f"{type(error).__name__}: {error}")
                 continue
-            functions[f"{path.name} onnxruntime-cuda (host copies)"] = with_copies
-            functions[f"{path.name} onnxruntime-cuda (no host copies)"] = without_copies
-            closers.append(close)
-        for path in engines:
-            try:
-                with_copies, without_copies, close = tensorrt_engine(path, host)
-            except Exception as error:  # noqa: BLE001 - no tensorrt, an engine for another GPU: said per engine
-                results.skip("encode", f"{path.name} tensorrt", f"{type(error).__name__}: {error}")
-                continue
-            functions[f"{path.name} tensorrt (host copies)"] = with_copies
-            functions[f"{path.name} tensorrt (no host copies)"] = without_copies
-            closers.append(close)
+            functions[f"{name} (host copies)"] = with_copies
+            functions[f"{name} (no host copies)"] = without_copies
         if not functions:
             continue
         progress(f"encode: cuda, batch {batch}: {', '.join(functions)}")
@@ -90,8 +97,6 @@ def gpu_part(options, results, progress, torch, reference_path, artifacts, image
         for name, samples in times.items():
             results.add("encode", name, summarise(samples, batch), reference=reference, device="cuda", batch=batch,
                         host_copies=None if name.startswith("pytorch") else "(host copies)" in name)
-        for close in closers:
-            close()
 
 
 class _Graph:
@@ -122,77 +127,70 @@ def cuda_graph(torch, model, static_input, view: str):
         return None
 
 
-def ort_cuda(path: Path, host: np.ndarray):
-    """(run with host copies, run on bound device buffers, close) for an ONNX artifact on the CUDA provider."""
-    import onnxruntime as ort
+class OrtCuda:
+    """An ONNX artifact on the CUDA provider: the runtime's encoder (host copies) and, per batch size, I/O binding
+    to device buffers that stay bound between calls (no host copies), both on sessions opened once."""
 
-    from lpn_edge.runtime.onnx_runner import OnnxRunner
-
-    runner = OnnxRunner(path, ("cuda", "cpu"), batch=len(host))
-    session = runner.session
-    input_value = ort.OrtValue.ortvalue_from_numpy(host, "cuda", 0)
-    output_shape = session.run(None, {runner.input_name: host})[0].shape
-    output_value = ort.OrtValue.ortvalue_from_shape_and_type(output_shape, np.float32, "cuda", 0)
-    binding = session.io_binding()
-    binding.bind_ortvalue_input(runner.input_name, input_value)
-    binding.bind_ortvalue_output(runner.output_name, output_value)
-
-    def without_copies():
-        session.run_with_iobinding(binding)  # synchronous: returns when the outputs are written
-
-    with_copies = runner.run
-    try:  # the runtime's own GPU encoder (IO binding, buffers reused) when the encoders module is there
+    def __init__(self, path: Path, largest: int) -> None:
         from lpn_edge.runtime.encoders import open_encoder
+        from lpn_edge.runtime.onnx_runner import OnnxRunner
 
-        with_copies = open_encoder(path, device="cuda", batch=len(host)).embed
-    except ImportError:
-        pass
-    return (lambda: with_copies(host)), without_copies, (lambda: None)
+        self.encoder = open_encoder(path, device="cuda", batch=largest)
+        self.runner = OnnxRunner(path, ("cuda", "cpu"), batch=largest)
+
+    def functions(self, host: np.ndarray):
+        """(run with host copies, run on bound device buffers) for the images `host`."""
+        import onnxruntime as ort
+
+        runner, session = self.runner, self.runner.session
+        input_value = ort.OrtValue.ortvalue_from_numpy(host, "cuda", 0)
+        output_shape = session.run(None, {runner.input_name: host})[0].shape
+        output_value = ort.OrtValue.ortvalue_from_shape_and_type(output_shape, np.float32, "cuda", 0)
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(runner.input_name, input_value)
+        binding.bind_ortvalue_output(runner.output_name, output_value)
+
+        def without_copies():
+            session.run_with_iobinding(binding)  # synchronous: returns when the outputs are written
+
+        return (lambda: self.encoder.embed(host)), without_copies
+
+    def close(self) -> None:
+        self.encoder.close()
 
 
-def tensorrt_engine(path: Path, host: np.ndarray):
-    """(EngineRunner.run from host, execute on resident buffers, close) for a serialized engine."""
-    import tensorrt as trt
+class TensorRtEngine:
+    """A serialized engine: the runtime's encoder (pinned host buffers; host copies) and `execute_async_v3` on an
+    EngineRunner's own device buffers, filled once per batch size (no copies)."""
 
-    from lpn_edge.runtime.artifact import check_engine_sidecar, sidecar_path
-    from lpn_edge.runtime.cuda_buffers import cuda_memory
-    from lpn_edge.runtime.trt_engine import INPUT_NAME, EngineRunner, runtime_info
+    def __init__(self, path: Path, largest: int) -> None:
+        import tensorrt as trt
 
-    memory = cuda_memory()
-    if sidecar_path(path).is_file():
-        check_engine_sidecar(path, runtime_info(trt, memory))
-    runner = EngineRunner(trt, memory, path)
-    context = runner.context
-    images = np.ascontiguousarray(host, np.dtype(trt.nptype(runner.engine.get_tensor_dtype(INPUT_NAME))))
-    if not context.set_input_shape(INPUT_NAME, tuple(images.shape)):
-        raise RuntimeError(f"engine refuses batch {len(images)} (outside its optimisation profile)")
-    output_shape = tuple(context.get_tensor_shape(runner.output))
-    out_dtype = np.dtype(trt.nptype(runner.engine.get_tensor_dtype(runner.output)))
-    device_in = memory.alloc(images.nbytes)
-    device_out = memory.alloc(int(np.prod(output_shape)) * out_dtype.itemsize)
-    memory.to_device(device_in, images)
-    context.set_tensor_address(INPUT_NAME, device_in)
-    context.set_tensor_address(runner.output, device_out)
-
-    def without_copies():
-        context.execute_async_v3(runner.stream)
-        memory.synchronize(runner.stream)
-
-    try:  # the runtime's encoder (pinned host buffers, device buffers reused) when the encoders module is there
+        from lpn_edge.runtime.artifact import check_engine_sidecar, sidecar_path
+        from lpn_edge.runtime.cuda_buffers import cuda_memory
         from lpn_edge.runtime.encoders import open_encoder
+        from lpn_edge.runtime.trt_engine import EngineRunner, runtime_info
 
-        encoder = open_encoder(path, device="cuda", batch=len(host))
+        self.memory = cuda_memory()
+        if sidecar_path(path).is_file():
+            check_engine_sidecar(path, runtime_info(trt, self.memory))
+        self.runner = EngineRunner(trt, self.memory, path)
+        self.encoder = open_encoder(path, device="cuda", batch=largest)
 
-        def with_copies():
-            encoder.embed(host)
-    except ImportError:
-        def with_copies():
-            runner.run(host)
-            context.set_tensor_address(INPUT_NAME, device_in)  # run() pointed the context at its own buffers
-            context.set_tensor_address(runner.output, device_out)
+    def functions(self, host: np.ndarray):
+        """(the encoder from host images, the engine alone on resident device buffers) for the images `host`."""
+        runner = self.runner
+        runner.set_rows(len(host))
+        self.memory.to_device(runner.device_input, np.ascontiguousarray(host, runner.input_dtype))
 
-    def close():
-        memory.free(device_in)
-        memory.free(device_out)
+        def without_copies():
+            runner.set_rows(len(host))  # a no-op unless another batch size ran in between
+            if not runner.context.execute_async_v3(runner.stream):
+                raise RuntimeError("TensorRT execution failed")
+            self.memory.synchronize(runner.stream)
 
-    return with_copies, without_copies, close
+        return (lambda: self.encoder.embed(host)), without_copies
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.memory.close()  # the runner's buffers and stream

@@ -79,7 +79,8 @@ class EngineRunner:
         self.batch_range = (int(smallest[0]), int(largest[0]))
         self.input_tail = tuple(int(d) for d in largest[1:])
         self.output_layout = self._layout(Path(engine_path).name)
-        self._set_rows(self.batch_range[1])
+        self._rows: int | None = None  # the batch the context's input shape is set for
+        self.set_rows(self.batch_range[1])
         self.output_tail = tuple(int(d) for d in self.context.get_tensor_shape(self.output))[1:]
         rows = self.batch_range[1]
         self.host_input = memory.pinned((rows, *self.input_tail), self.input_dtype)
@@ -98,15 +99,19 @@ class EngineRunner:
                                "layout (NCHW or NHWC)")
         return formats[found]
 
-    def _set_rows(self, rows: int) -> None:
+    def set_rows(self, rows: int) -> None:
+        """The context's input shape for `rows` images; set only when it changes (the context keeps it)."""
+        if rows == self._rows:
+            return
         low, high = self.batch_range
         if not low <= rows <= high or not self.context.set_input_shape(INPUT_NAME, (rows, *self.input_tail)):
             raise LpnEdgeError(f"engine refuses a batch of {rows} (its optimisation profile takes {low} to {high})")
+        self._rows = rows
 
     def enqueue(self, rows: int, copy_out: bool = True) -> None:
         """Enqueue on `stream`: `host_input[:rows]` to the device, the engine, and (with copy_out) the output to
         `host_output[:rows]`. Asynchronous: `memory.synchronize(stream)` before reading the host output."""
-        self._set_rows(rows)
+        self.set_rows(rows)
         self.memory.to_device_async(self.device_input, self.host_input[:rows], self.stream)
         if not self.context.execute_async_v3(self.stream):
             raise LpnEdgeError(f"TensorRT execution failed: {'; '.join(self.logger.errors)[:300]}")
@@ -116,7 +121,7 @@ class EngineRunner:
     def run(self, images: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 -> (N, ...) float32 output; N within the engine's optimisation profile."""
         rows = len(images)
-        self._set_rows(rows)
+        self.set_rows(rows)
         if tuple(images.shape[1:]) != self.input_tail:
             raise LpnEdgeError(f"engine takes (N, {', '.join(map(str, self.input_tail))}) input; got {images.shape}")
         self.host_input[:rows] = images

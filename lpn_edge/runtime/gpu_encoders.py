@@ -168,23 +168,24 @@ class OnnxSplitGpuEncoder(ArrayEncoder):
         self.info = EncoderInfo.from_metadata(meta, backend="split",
                                               provider="+".join(runner.providers) + "+ring-pool-kernel")
 
+    def _chunk(self, chunk: np.ndarray) -> np.ndarray:
+        rows = len(chunk)
+        feature_map = self.runner.run_bound(chunk)  # ORT synchronises its stream at the end of the run
+        dtype = {"tensor(float)": "f32", "tensor(float16)": "f16"}.get(feature_map.data_type())
+        if dtype is None:
+            raise LpnEdgeError(f"the backbone graph outputs {feature_map.data_type()}; the ring-pool kernel takes "
+                               "float16 or float32 feature maps")
+        height, width = feature_map.shape()[2:4]
+        self.kernel.pool_and_embed_device(feature_map.data_ptr(), rows, height, width, self.device_embedding,
+                                          dtype=dtype, layout="nchw")
+        self.kernel.backend.synchronize()
+        self.kernel.backend.to_host(self.host_embedding[:rows], self.device_embedding)
+        return self.host_embedding[:rows].copy()
+
     def run(self, images: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(images), self.runner.batch):
-            chunk = images[start:start + self.runner.batch]
-            rows = len(chunk)
-            feature_map = self.runner.run_bound(chunk)  # ORT synchronises its stream at the end of the run
-            dtype = {"tensor(float)": "f32", "tensor(float16)": "f16"}.get(feature_map.data_type())
-            if dtype is None:
-                raise LpnEdgeError(f"the backbone graph outputs {feature_map.data_type()}; the ring-pool kernel takes "
-                                   "float16 or float32 feature maps")
-            height, width = feature_map.shape()[2:4]
-            self.kernel.pool_and_embed_device(feature_map.data_ptr(), rows, height, width, self.device_embedding,
-                                              dtype=dtype, layout="nchw")
-            self.kernel.backend.synchronize()
-            self.kernel.backend.to_host(self.host_embedding[:rows], self.device_embedding)
-            out.append(self.host_embedding[:rows].copy())
-        return np.concatenate(out)
+        from lpn_edge.runtime.batching import run_in_batches
+
+        return run_in_batches(self._chunk, images, 1, self.runner.batch)
 
     def close(self) -> None:
         self.kernel.close()

@@ -336,7 +336,7 @@ class ExportJob:
 
     def build_pt2(self) -> None:
         """Compile the full embedding graph, check parity, then keep the package and its sidecar."""
-        from lpn_edge.export.pt2 import compile_pt2, device_info, package_batch, run_pt2
+        from lpn_edge.export.pt2 import compile_pt2, device_info, package_batch, pt2_runner
         from lpn_edge.fileio import file_fingerprint
 
         variant = self.variants[0]
@@ -350,8 +350,7 @@ class ExportJob:
         with Staging() as stage:
             tmp = stage.path(final)
             compile_pt2(module, self.size, tmp, batch, device)
-            self.check_parity(final.name, f"aotinductor-{device.type}", "fp32",
-                              lambda images: run_pt2(tmp, images, device, batch))
+            self.check_parity(final.name, f"aotinductor-{device.type}", "fp32", pt2_runner(tmp, device, batch))
             meta = {**variant.metadata, "precision": "fp32", "batch": list(batch), **device_info(device),
                     "artifact_fingerprint": file_fingerprint(tmp)}
             meta.pop("opset", None)  # an ONNX notion

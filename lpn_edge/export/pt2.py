@@ -14,7 +14,6 @@ import platform
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lpn_edge.errors import LpnEdgeError
@@ -57,12 +56,13 @@ def compile_pt2(module: torch.nn.Module, size: tuple[int, int], path: Path, batc
             raise LpnEdgeError(f"pt2 compilation failed ({type(exc).__name__}: {detail})") from None
 
 
-def run_pt2(path: Path, images: np.ndarray, device: torch.device, batch: tuple[int, int, int]) -> np.ndarray:
-    """(N, 3, H, W) float32 -> (N, D) float32 with the compiled package, in chunks within its batch range (the
-    runtime's pt2 encoder runs it the same way: `torch_encoders.run_pt2`)."""
+def pt2_runner(path: Path, device: torch.device, batch: tuple[int, int, int]):
+    """images (N, 3, H, W) float32 -> (N, D) float32 with the compiled package, loaded once, in chunks within its
+    batch range (the runtime's pt2 encoder runs it the same way: `torch_encoders.run_pt2`)."""
     from lpn_edge import torch_encoders
 
-    return torch_encoders.run_pt2(torch_encoders.load_pt2(path), images, device, (batch[0], batch[2]))
+    package = torch_encoders.load_pt2(path)
+    return lambda images: torch_encoders.run_pt2(package, images, device, (batch[0], batch[2]))
 
 
 def device_info(device: torch.device) -> dict:

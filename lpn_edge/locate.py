@@ -29,7 +29,7 @@ import numpy as np
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.geo.metrics import ErrorSummary, position_errors, summarize_errors, topk_hit_rates, true_tiles
 from lpn_edge.runtime.localize import TIMINGS, Localizer, estimate_position
-from lpn_edge.tables import read_csv_table
+from lpn_edge.runtime.tables import read_csv_table
 
 HIT_KS = (1, 5)
 

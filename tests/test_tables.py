@@ -6,7 +6,7 @@ import pytest
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.geo.tiling import read_geo_csv as read_tiling
 from lpn_edge.locate import read_truth
-from lpn_edge.tables import read_csv_table
+from lpn_edge.runtime.tables import read_csv_table
 
 
 def test_header_names_are_matched_loosely_and_lines_counted(tmp_path):

@@ -274,7 +274,7 @@ def tile_orthophoto(
 def read_geo_csv(path: str | Path) -> dict[str, np.ndarray]:
     """A tiling's geo.csv as columns: 'id' (str array), 'latitude', 'longitude', 'tile_size_m' (float), and
     'row', 'col' (int) when present."""
-    from lpn_edge.tables import read_csv_table
+    from lpn_edge.runtime.tables import read_csv_table
 
     table = read_csv_table(path, "tiling")
     table.require(("id", "latitude", "longitude"), "a CSV with columns id,latitude,longitude (and row,col,tile_size_m)")

@@ -17,6 +17,7 @@ the export stage imports this package to write what it reads, never the reverse.
     gpu_encoders    TensorRT engines and split backbones pooled by the CUDA kernel on the device (CUDA graphs)
     gallery         the .lpnidx gallery index: memory-mapped, checksummed, merged from shards
     index_build     streaming, resumable gallery builds
+    tables          CSV tables with a header (geo.csv, flight truth): one reader, one set of messages
     matching        exact top-k by inner product in numpy and FAISS, one tie rule (the GPU one in cuda_kernels)
     match_engines   open_matcher: the numpy, FAISS or GPU engine behind one search()
     frames          the frames of `locate`: image files, folders, video (PyAV); undecodable frames named, skipped

@@ -39,7 +39,7 @@ from lpn_edge.fileio import atomic_write, atomic_write_text
 from lpn_edge.runtime.encoder import Encoder
 from lpn_edge.runtime.gallery import DTYPES, write_index
 from lpn_edge.runtime.preprocessing import IMAGE_EXTENSIONS, is_image_file, load_rgb, resize
-from lpn_edge.tables import read_csv_table
+from lpn_edge.runtime.tables import read_csv_table
 
 JOURNAL = "journal.json"
 JOURNAL_FORMAT = "lpn-edge index build"

@@ -100,6 +100,9 @@ def test_engine_choice_and_refusals(monkeypatch):
         open_matcher(gallery, "annoy")
     with pytest.raises(LpnEdgeError, match="between 1 and the gallery size 50"):
         open_matcher(gallery, "numpy").search(queries, 51)
+    with pytest.raises(LpnEdgeError, match=r"options \(block_rows\) belong to one engine; name it"):
+        open_matcher(gallery, "auto", block_rows=8)  # once silently dropped
+    assert open_matcher(gallery, "numpy", block_rows=8).search(queries, 3)[0].shape == (len(queries), 3)
     with pytest.raises(LpnEdgeError, match="does not fit a gallery of dimension 8"):
         open_matcher(gallery, "numpy").search(np.zeros((1, 9), np.float32), 1)
     bad = gallery.astype(np.float16)

@@ -34,11 +34,15 @@ def open_matcher(gallery: np.ndarray, engine: str = "auto", auto_order: tuple[st
     All engines return the same indices and scores: higher score first, equal scores by ascending gallery index
     (identical whenever the float32 scores are exact; otherwise engines can disagree only where two scores agree to
     the last float32 bits, since their summation orders differ). A requested engine that is missing is an error.
+    `options` are the named engine's own keyword arguments, so "auto" takes none.
     """
     if engine not in ENGINES:
         raise LpnEdgeError(f"matching engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     if engine != "auto":
         return _open_engine(gallery, engine, **options)
+    if options:
+        raise LpnEdgeError(f"matching options ({', '.join(sorted(options))}) belong to one engine; name it "
+                           f"(one of {', '.join(name for name in ENGINES if name != 'auto')}) instead of 'auto'")
     *fallible, last = auto_order
     for candidate in fallible:
         try:

@@ -10,6 +10,8 @@ reference it is compared with (interleaved call by call, see `stats.measure`), a
     match       top-k over a synthetic gallery with each engine, vs the memory floor measured in the same run
     train       (GPU) a training step of three views vs the authors' loop
     report      the table (stdout), the JSON document
+    profile     (apart from the run) ONNX Runtime's per-node profile of a graph by operator and conv shape, with the
+                floor every conv at the fastest shape's rate allows: why a CPU target is missed
 `run_bench(options, progress)` runs the parts not skipped and returns the JSON document: `machine`, `options`,
 `results` (one row per figure: part, name, batch, threads, stats, reference, ratio, floor, accuracy) and `skipped`
 (part, what, reason). Parts that need what is missing (torch, a GPU, TensorRT, FAISS) are listed in `skipped` with

@@ -494,8 +494,9 @@ def locate(
                                                        "{\"summary\": ...}."),
     device: str = typer.Option("cpu", "--device", help="Where the encoder runs: cpu, cuda, tensorrt."),
     engine: str = typer.Option("auto", "--engine", help="Matching: numpy, faiss, gpu or auto (the GPU when one "
-                                                        "answers, else numpy: FAISS does not pay for one frame at a "
-                                                        "time)."),
+                                                        "answers, else FAISS with one thread when installed, which "
+                                                        "holds the gallery in memory, else numpy, which reads it "
+                                                        "memory-mapped)."),
     every: int = typer.Option(1, "--every", help="Use every N-th frame of each input (frames 0, N, 2N, ...)."),
     radius: float | None = typer.Option(None, "--radius", help="R of the position estimate, metres (default "
                                                                   "1.5 x the gallery's tile spacing)."),

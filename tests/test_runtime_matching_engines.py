@@ -148,15 +148,24 @@ def test_numpy_engine_float32_pass_keeps_every_exact_top_k_row(dtype, monkeypatc
 
 def test_auto_takes_the_first_engine_of_its_order_that_opens(monkeypatch):
     import lpn_edge.runtime.match_engines as engines
-    from lpn_edge.runtime.match_engines import AUTO_ORDER, ONE_QUERY_ORDER
-
     gallery, _queries = tied_gallery(np.float16, size=50)
 
     def no_gpu(gallery, **options):
         raise LpnEdgeError("no CUDA backend")
 
     monkeypatch.setattr(engines, "_gpu_matcher", no_gpu)  # the order's first choice fails to open here
-    assert open_matcher(gallery, "auto", ONE_QUERY_ORDER).engine == "numpy"  # the locate loop never takes FAISS
-    assert open_matcher(gallery, "auto", AUTO_ORDER).engine == ("faiss" if HAS_FAISS else "numpy")
+    assert open_matcher(gallery, "auto").engine == ("faiss" if HAS_FAISS else "numpy")
+    if HAS_FAISS:  # the locate loop: FAISS with one thread, named or chosen
+        assert open_matcher(gallery, "auto", one_query=True).threads == 1
+        assert open_matcher(gallery, "faiss", one_query=True).threads == 1
+        assert open_matcher(gallery, "faiss").threads is None
+        assert open_matcher(gallery, "faiss", one_query=True, threads=2).threads == 2  # asked for: it wins
+        import faiss
+
+        faiss.omp_set_num_threads(2)
+        open_matcher(gallery, "faiss", one_query=True).search(_queries, 3)
+        assert faiss.omp_get_max_threads() == 1  # set before the search: FAISS keeps one count per process
+        with pytest.raises(LpnEdgeError, match="FAISS threads must be at least 1, got 0"):
+            open_matcher(gallery, "faiss", threads=0)
     with pytest.raises(LpnEdgeError, match="no CUDA backend"):  # asked for by name: its failure is the answer
         open_matcher(gallery, "gpu")

@@ -8,8 +8,9 @@
                 results merged: rows are numbered through the indexes in the order given, the best `top_k` overall
                 are kept, higher score first and equal scores by ascending row -- the answer of one index holding
                 them all in that order (the matching engines' tie rule).
-        engine  the matching engine (`match_engines.open_matcher`); "auto": the GPU when one answers, else numpy
-                (FAISS only when asked: it does not pay for one query at a time on a CPU)
+        engine  the matching engine (`match_engines.open_matcher`, one query at a time: FAISS with one thread);
+                "auto": the GPU when one answers, else FAISS when installed (a copy of each gallery in memory),
+                else numpy (the gallery stays memory-mapped)
     .locate(frame)          (H, W, 3) uint8 RGB frame (or an image file) -> Location
     .locate_batch(frames)   several frames through one encoder call and one search -> [Location]
 
@@ -40,7 +41,7 @@ from lpn_edge.errors import LpnEdgeError
 from lpn_edge.geo.georef import haversine_m, metres_per_degree
 from lpn_edge.runtime.encoder import Encoder
 from lpn_edge.runtime.gallery import GalleryIndex
-from lpn_edge.runtime.match_engines import ONE_QUERY_ORDER, open_matcher
+from lpn_edge.runtime.match_engines import open_matcher
 from lpn_edge.runtime.matching import select_topk
 from lpn_edge.runtime.preprocessing import load_rgb, normalise, resize
 
@@ -192,7 +193,7 @@ class Localizer:
                 opened = GalleryIndex.open(path, verify=verify)
                 self.indexes.append(opened)
                 check_gallery(opened, info)
-            self.matchers = [open_matcher(ix.embeddings, engine, ONE_QUERY_ORDER) for ix in self.indexes if ix.count]
+            self.matchers = [open_matcher(ix.embeddings, engine, one_query=True) for ix in self.indexes if ix.count]
         except BaseException:
             self.close()
             raise

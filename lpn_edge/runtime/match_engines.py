@@ -19,37 +19,41 @@ def _gpu_matcher(gallery: np.ndarray, **options):
     return GpuMatcher(gallery, **options)
 
 
-AUTO_ORDER = ("gpu", "faiss", "numpy")  # many queries at once: FAISS's threads pay off
-ONE_QUERY_ORDER = ("gpu", "numpy")  # a frame at a time (`Localizer`): numpy reads the gallery at memory speed, and
-# FAISS's thread start-up costs more than it saves (its OpenMP threads also slow the encoder down): measured on 2
-# cores, 144 tiles, 12 ms a search against 0.2 ms
+AUTO_ORDER = ("gpu", "faiss", "numpy")  # the first that opens
+ONE_QUERY_OPTIONS = {"faiss": {"threads": 1}}  # a frame at a time (`Localizer`): FAISS with one OpenMP thread was
+# faster than numpy at every gallery size measured (2-core AVX2 EPYC, 2026-12-02, 144 to 100k x 2048 fp16 rows: 0.46
+# against 0.53 ms to 67 against 197 ms), also beside a competing process (0.32 ms at 144 rows), where its default
+# thread per core waited for the busy core (8.0 ms)
 
 
-def open_matcher(gallery: np.ndarray, engine: str = "auto", auto_order: tuple[str, ...] = AUTO_ORDER, **options):
+def open_matcher(gallery: np.ndarray, engine: str = "auto", *, one_query: bool = False, **options):
     """A matcher over a (G, D) float16/float32 gallery (an array, np.memmap or GalleryIndex.embeddings) with
     `.search(queries (Q, D) float32, k) -> (indices (Q, k) int64, scores (Q, k) float32)` and `.engine`.
 
-    engine: "numpy" (CPU, always there), "faiss" (the [faiss] extra), "gpu" (pycuda or cuda-python and a CUDA
-    device; the gallery is held in fp16) or "auto": the first engine of `auto_order` that opens.
+    engine: "numpy" (CPU, always there, reads the gallery where it lies, e.g. memory-mapped), "faiss" (the [faiss]
+    extra; holds a copy of the gallery in memory), "gpu" (pycuda or cuda-python and a CUDA device; the gallery is
+    held in fp16) or "auto": the first engine of `AUTO_ORDER` that opens.
     All engines return the same indices and scores: higher score first, equal scores by ascending gallery index
     (identical whenever the float32 scores are exact; otherwise engines can disagree only where two scores agree to
     the last float32 bits, since their summation orders differ). A requested engine that is missing is an error.
-    `options` are the named engine's own keyword arguments, so "auto" takes none.
+    `one_query`: the matcher will search one query at a time (the locate loop), so FAISS searches with one thread
+    (`ONE_QUERY_OPTIONS`). `options` are the named engine's own keyword arguments, so "auto" takes none.
     """
     if engine not in ENGINES:
         raise LpnEdgeError(f"matching engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    defaults = ONE_QUERY_OPTIONS if one_query else {}
     if engine != "auto":
-        return _open_engine(gallery, engine, **options)
+        return _open_engine(gallery, engine, **{**defaults.get(engine, {}), **options})
     if options:
         raise LpnEdgeError(f"matching options ({', '.join(sorted(options))}) belong to one engine; name it "
                            f"(one of {', '.join(name for name in ENGINES if name != 'auto')}) instead of 'auto'")
-    *fallible, last = auto_order
+    *fallible, last = AUTO_ORDER
     for candidate in fallible:
         try:
-            return _open_engine(gallery, candidate)
+            return _open_engine(gallery, candidate, **defaults.get(candidate, {}))
         except LpnEdgeError:
             pass
-    return _open_engine(gallery, last)
+    return _open_engine(gallery, last, **defaults.get(last, {}))
 
 
 def _open_engine(gallery: np.ndarray, engine: str, **options):

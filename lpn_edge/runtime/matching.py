@@ -270,13 +270,19 @@ class FaissMatcher:
     candidates are rescored from the gallery exactly as the numpy engine scores them and ranked by the same rule;
     while a candidate list's last FAISS score is not clearly below the k-th rescored score (a tie or a near-tie
     runs across the boundary), FAISS is asked for twice as many. The gallery is copied into FAISS (memory).
+    `threads`: FAISS's OpenMP threads for this matcher's searches (set before each one, since FAISS keeps the count
+    per process); None keeps FAISS's default, a thread per core.
     """
 
     engine = "faiss"
 
-    def __init__(self, gallery: np.ndarray, *, add_rows: int = 1 << 14, margin: int = 16) -> None:
+    def __init__(self, gallery: np.ndarray, *, add_rows: int = 1 << 14, margin: int = 16,
+                 threads: int | None = None) -> None:
         import faiss  # the [faiss] extra
 
+        if threads is not None and threads < 1:
+            raise LpnEdgeError(f"FAISS threads must be at least 1, got {threads}")
+        self._faiss, self.threads = faiss, threads
         gallery = gallery if hasattr(gallery, "dtype") else np.asarray(gallery)
         self._numpy = NumpyMatcher(gallery)
         self.size, self.dim = gallery.shape
@@ -298,6 +304,8 @@ class FaissMatcher:
         # bound on |FAISS score - numpy score| (two float32 sums of the same D products, Cauchy-Schwarz)
         tolerance = 2 * self.dim * 2.0**-24 * np.linalg.norm(queries.astype(np.float64), axis=1) * self.largest_norm
         wanted = min(self.size, k + self.margin)
+        if self.threads is not None:
+            self._faiss.omp_set_num_threads(self.threads)
         while True:
             faiss_scores, candidates = self.index.search(queries, wanted)
             if (candidates < 0).any():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -75,6 +76,18 @@ def invoke(*args):
 
 
 # -- the Python API -----------------------------------------------------------------------------------------------
+
+def test_the_locate_loop_matches_with_faiss_on_one_thread_when_installed(area):
+    """One frame at a time: "auto" opens FAISS with one thread (`one_query`), and it answers as numpy does."""
+    has_faiss = importlib.util.find_spec("faiss") is not None
+    frame = tile(area, "0024")
+    with Localizer(area["model"], area["gallery"], top_k=5) as auto, \
+            Localizer(area["model"], area["gallery"], top_k=5, engine="numpy") as plain:
+        assert auto.engine == ("faiss" if has_faiss else "numpy")  # no CUDA backend in CI
+        if has_faiss:
+            assert [matcher.threads for matcher in auto.matchers] == [1]
+        assert auto.locate(frame).tiles == plain.locate(frame).tiles
+
 
 def test_a_tile_used_as_its_own_query_comes_back_first(area):
     with Localizer(area["model"], area["gallery"], top_k=5, engine="numpy") as localizer:

@@ -556,7 +556,7 @@ def bench(
     warmup: int = typer.Option(2, "--warmup", help="Untimed calls first."),
     gallery_size: int = typer.Option(100_000, "--gallery-size", help="Rows of the synthetic matching gallery."),
     queries: str = typer.Option("1,64", "--queries", help="Query counts for matching."),
-    skip: str = typer.Option("", "--skip", help="Parts to leave out: encode,pool,match,train."),
+    skip: str = typer.Option("", "--skip", help="Parts to leave out: encode,pool,match,locate,train."),
     data: Path | None = typer.Option(None, "--data", help="University-1652-layout folder (drone/, satellite/) "
                                         "for the accuracy figures (default: random images)."),
     device: str = typer.Option("auto", "--device", help="auto (CPU rows, and GPU rows when torch sees a GPU), "

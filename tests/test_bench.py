@@ -66,7 +66,7 @@ def test_bench_json_on_a_tiny_model(tmp_path):
     assert set(document) == {"machine", "options", "results", "skipped"}
     assert {"cpu", "cpus", "date", "commit", "load_average_start", "load_average_end"} <= set(document["machine"])
     rows = document["results"]
-    assert {row["part"] for row in rows} == {"encode", "pool", "match"}
+    assert {row["part"] for row in rows} == {"encode", "pool", "match", "locate"}
     for row in rows:
         stats = row["stats"]
         assert set(STAT_KEYS) <= set(stats) and stats["samples"] == 2
@@ -86,11 +86,20 @@ def test_bench_json_on_a_tiny_model(tmp_path):
     match = [row for row in rows if row["part"] == "match"]
     assert {row["queries"] for row in match} == {1, 3}
     assert all(row["floor_ms"] > 0 for row in match if not row.get("reference_row"))
+    # the locate loop, frame by frame beside the reference loop: the breakdown, and the same best tile
+    (reference,) = [row for row in rows if row["part"] == "locate" and row.get("reference_row")]
+    (loop,) = [row for row in rows if row["part"] == "locate" and not row.get("reference_row")]
+    assert reference["name"].startswith("reference loop") and loop["reference"] == reference["name"]
+    assert loop["gallery"] == 300 and loop["engine"] in {"numpy", "faiss"} and loop["ratio"] > 0
+    assert set(loop["breakdown_ms"]) == {"decode", "preprocess", "encode", "match"}
+    assert all(ms > 0 for ms in loop["breakdown_ms"].values())
+    assert sum(loop["breakdown_ms"].values()) <= loop["stats"]["max_ms"]
+    assert loop["top1_agreement"] == 1.0
     # --device cpu: every GPU part is listed as skipped, each with its reason
     skipped = {(s["part"], s["what"].split()[0]): s["reason"] for s in document["skipped"]}
     assert skipped[("train", "all")].startswith("--device cpu")
     assert all(reason for reason in skipped.values())
-    assert {part for part, _ in skipped} >= {"encode", "pool", "match", "train"}
+    assert {part for part, _ in skipped} >= {"encode", "pool", "match", "locate", "train"}
 
 
 def test_bench_table_and_skip(tmp_path):
@@ -98,7 +107,7 @@ def test_bench_table_and_skip(tmp_path):
 
     _ckpt, onnx_path = export_tiny_onnx(tmp_path)
     result = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--batch", "1", "--threads", "1",
-                                      "--iters", "2", "--warmup", "0", "--skip", "pool,match,train", "--device",
+                                      "--iters", "2", "--warmup", "0", "--skip", "pool,match,locate,train", "--device",
                                       "cpu"])
     assert result.exit_code == 0, result.output
     # the checkpoint the artifact names is found beside it: the reference row is there
@@ -120,7 +129,7 @@ def test_split_graph_is_benchmarked_as_the_runtime_runs_it(tmp_path):
                                                        parity_gallery=4))
     split = tmp_path / "out" / "tiny-drone.split.onnx"
     result = CliRunner().invoke(app, ["bench", "--model", str(split), "--model", str(ckpt), "--batch", "2",
-                                      "--threads", "1", "--iters", "2", "--warmup", "0", "--skip", "pool,match,train",
+                                      "--threads", "1", "--iters", "2", "--warmup", "0", "--skip", "pool,match,locate,train",
                                       "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)["results"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lpn_edge.errors import LpnEdgeError
 
-PARTS = ("encode", "pool", "match", "train")
+PARTS = ("encode", "pool", "match", "locate", "train")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,11 @@ def table(document: dict) -> str:
         if accuracy:
             notes.append(f"cos min {accuracy['min_cosine']:.4f} mean {accuracy['mean_cosine']:.4f} top-1 "
                          f"{accuracy['top1_agreement']:.0%} ({accuracy['image_set']})")
+        if row.get("breakdown_ms"):
+            notes.append(" + ".join(f"{step} {ms:.2f}" for step, ms in row["breakdown_ms"].items()) +
+                         f" ms (medians); {row['engine']} over {row['gallery']} tiles")
+        if row.get("top1_agreement") is not None and row["part"] == "locate":
+            notes.append(f"best tile as the reference's in {row['top1_agreement']:.0%} of frames")
         if row.get("host_copies") is not None:
             notes.append("host copies" if row["host_copies"] else "no host copies")
         lines.append(f"{row['part']:7s} {row.get('device', ''):6s} {_setting(row):12s} {row['name'][:58]:58s} "

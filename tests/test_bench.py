@@ -129,8 +129,8 @@ def test_split_graph_is_benchmarked_as_the_runtime_runs_it(tmp_path):
                                                        parity_gallery=4))
     split = tmp_path / "out" / "tiny-drone.split.onnx"
     result = CliRunner().invoke(app, ["bench", "--model", str(split), "--model", str(ckpt), "--batch", "2",
-                                      "--threads", "1", "--iters", "2", "--warmup", "0", "--skip", "pool,match,locate,train",
-                                      "--device", "cpu", "--json"])
+                                      "--threads", "1", "--iters", "2", "--warmup", "0", "--skip",
+                                      "pool,match,locate,train", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)["results"]}
     row = rows["tiny-drone.split.onnx CPUExecutionProvider+numpy-heads"]

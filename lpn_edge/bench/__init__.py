@@ -8,6 +8,8 @@ reference it is compared with (interleaved call by call, see `stats.measure`), a
     encode      images -> embeddings through runtime artifacts (ONNX, TensorRT) and checkpoints, vs the reference
     pool        ring pooling: the CUDA kernel, the numpy path, the torch MatMul, vs the reference slicing + a floor
     match       top-k over a synthetic gallery with each engine, vs the memory floor measured in the same run
+    locate      the end-to-end loop per frame (decode, preprocess, encode, match over --gallery-size tiles) through
+                `Localizer`, with its breakdown, vs the authors' way (PIL, torchvision, eager, matmul + topk)
     train       (GPU) a training step of three views vs the authors' loop
     report      the table (stdout), the JSON document
     profile     (apart from the run) ONNX Runtime's per-node profile of a graph by operator and conv shape, with the

@@ -563,7 +563,8 @@ def bench(
                                                          "cpu, or cuda (GPU rows only)."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON document instead of the table."),
 ):
-    """Time encoding, ring pooling and matching against the reference in the same run (trtexec-style statistics:
+    """Time encoding, ring pooling, matching and the locate loop per frame against the reference in the same run
+    (trtexec-style statistics:
     min, median, mean, p90, p99, throughput; ratios to the reference). Progress on stderr, the table or JSON on
     stdout; parts that cannot run here are listed with the reason.
 

@@ -564,9 +564,8 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print the JSON document instead of the table."),
 ):
     """Time encoding, ring pooling, matching and the locate loop per frame against the reference in the same run
-    (trtexec-style statistics:
-    min, median, mean, p90, p99, throughput; ratios to the reference). Progress on stderr, the table or JSON on
-    stdout; parts that cannot run here are listed with the reason.
+    (trtexec-style statistics: min, median, mean, p90, p99, throughput; ratios to the reference). Progress on
+    stderr, the table or JSON on stdout; parts that cannot run here are listed with the reason.
 
     Example: lpn-edge bench --model export/model-drone.onnx --model model.pt --batch 1,8 --threads 1,2
     """

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lpn_edge.bench.artifacts import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, artifact_info, find_reference
+from lpn_edge.bench.artifacts import (
+    CHECKPOINT_SUFFIXES,
+    ENGINE_SUFFIXES,
+    artifact_info,
+    find_reference,
+    reference_model,
+)
 from lpn_edge.bench.match import synthetic_gallery
 from lpn_edge.bench.options import BenchOptions, Results, cuda_or_reason, torch_or_reason
 from lpn_edge.bench.stats import measure, summarise
@@ -58,11 +64,11 @@ def write_gallery(folder: Path, info, rows: int) -> tuple[Path, np.ndarray]:
     from lpn_edge.runtime.localize import GALLERY_VIEW
 
     embeddings = synthetic_gallery(rows, info.dim)
-    side = int(np.ceil(np.sqrt(rows)))
-    grid = np.arange(rows)
+    side = int(np.ceil(np.sqrt(rows)))  # tiles on a square grid, row by row
+    cell = np.arange(rows)
     path = write_index(folder / f"gallery-{info.fingerprint[:12]}-{info.dim}.lpnidx", embeddings,
                        [f"{i:07d}" for i in range(rows)], fingerprint=info.fingerprint, view=GALLERY_VIEW,
-                       latitude=47.0 + (grid // side) * GRID_DEGREES, longitude=8.0 + (grid % side) * GRID_DEGREES,
+                       latitude=47.0 + (cell // side) * GRID_DEGREES, longitude=8.0 + (cell % side) * GRID_DEGREES,
                        input_size=info.input_size, source={"synthetic": "lpn-edge bench locate"})
     return path, embeddings
 
@@ -99,8 +105,6 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     elif reference_path is None:
         results.skip("locate", REFERENCE, "no checkpoint: pass one with --model or --reference")
     else:
-        from lpn_edge.bench.artifacts import reference_model
-
         model, config = reference_model(reference_path)
     gpu_torch, no_gpu = cuda_or_reason(options.device)
     with tempfile.TemporaryDirectory(prefix="lpn-bench-locate-") as scratch:
@@ -163,7 +167,7 @@ def loop_rows(options, results, progress, path: Path, device: str, encoder_optio
         progress(f"locate: {setting}, {options.gallery_size} tiles: {', '.join(functions)}")
         sync = torch.cuda.synchronize if device == "cuda" and torch is not None else None
         times = measure(functions, options.iters, options.warmup, sync=sync,
-                        settle=SETTLE_SECONDS if device == "cpu" and (threads or 2) > 1 else 0.0)
+                        settle=SETTLE_SECONDS if device == "cpu" and threads > 1 else 0.0)
         details = {"device": device, "batch": 1, "threads": threads, "gallery": options.gallery_size,
                    "engine": localizer.engine, "precision": encoder.info.precision}
         reference_row = None

@@ -47,7 +47,9 @@ def tied_gallery(dtype, size=2000, dim=48, seed=0):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_all_engines_agree_on_a_gallery_with_ties(dtype):
     gallery, queries = tied_gallery(dtype)
-    engines = {name: open_matcher(gallery, name) for name in available_engines()}
+    # FAISS with two threads, so that the 6 queries take its own path (see the next test)
+    engines = {name: open_matcher(gallery, name, **({"threads": 2} if name == "faiss" else {}))
+               for name in available_engines()}
     assert {m.engine for m in engines.values()} == set(engines)
     for k in (1, 5, 17, 40, 64):
         expected_indices, expected_scores = exact_ranking(queries, gallery, k)
@@ -61,6 +63,32 @@ def test_all_engines_agree_on_a_gallery_with_ties(dtype):
             one_i, one_s = matcher.search(queries[0], k)  # a single (D,) query
             assert np.array_equal(one_i, expected_indices[:1]) and np.array_equal(one_s, expected_scores[:1])
     assert np.array_equal(engines["numpy"].search(queries, 5)[0][0], [7, 100, 101, 102, 103])
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="needs faiss")
+def test_faiss_engine_hands_many_queries_to_the_numpy_engine():
+    """FAISS scans the gallery once per query: past FAISS_QUERIES_PER_THREAD queries per thread the numpy engine's
+    one pass answers (the same answer), and FAISS is not asked."""
+    from lpn_edge.runtime.matching import FAISS_QUERIES_PER_THREAD
+
+    gallery, queries = tied_gallery(np.float16)
+    queries = np.concatenate([queries] * 2)  # 12
+    matcher = open_matcher(gallery, "faiss", threads=2)
+    asked = []
+    real_search = matcher.index.search
+
+    class Counting:
+        def search(self, batch, wanted):
+            asked.append(len(batch))
+            return real_search(batch, wanted)
+
+    matcher.index = Counting()
+    expected = exact_ranking(queries, gallery, 5)
+    for count in (2 * FAISS_QUERIES_PER_THREAD, 2 * FAISS_QUERIES_PER_THREAD + 1):
+        asked.clear()
+        indices, scores = matcher.search(queries[:count], 5)
+        assert np.array_equal(indices, expected[0][:count]) and np.array_equal(scores, expected[1][:count])
+        assert bool(asked) == (count <= 2 * FAISS_QUERIES_PER_THREAD), count
 
 
 def test_numpy_engine_blocks_and_select_windows_do_not_change_the_answer():
@@ -163,7 +191,7 @@ def test_auto_takes_the_first_engine_of_its_order_that_opens(monkeypatch):
         import faiss
 
         faiss.omp_set_num_threads(2)
-        open_matcher(gallery, "faiss", one_query=True).search(_queries, 3)
+        open_matcher(gallery, "faiss", one_query=True).search(_queries[:1], 3)
         assert faiss.omp_get_max_threads() == 1  # set before the search: FAISS keeps one count per process
         with pytest.raises(LpnEdgeError, match="FAISS threads must be at least 1, got 0"):
             open_matcher(gallery, "faiss", threads=0)

@@ -277,7 +277,8 @@ class FaissMatcher:
     runs across the boundary), FAISS is asked for twice as many. The gallery is copied into FAISS (memory). More
     than `FAISS_QUERIES_PER_THREAD` queries per FAISS thread go to the numpy engine instead (the same answer).
     `threads`: FAISS's OpenMP threads for this matcher's searches (set before each one, since FAISS keeps the count
-    per process); None keeps FAISS's default, a thread per core.
+    per process); None searches with the process's current count (FAISS's default is a thread per core, but a
+    matcher with `threads` set changes it for the whole process).
     """
 
     engine = "faiss"

@@ -22,20 +22,22 @@ def test_header_names_are_matched_loosely_and_lines_counted(tmp_path):
         read_csv_table(tmp_path / "nowhere.csv", "geo CSV")
 
 
+def refuses(read, path, text: str, message: str) -> None:
+    """`read` of a file holding `text` fails with `message`."""
+    path.write_text(text)
+    with pytest.raises(LpnEdgeError, match=message):
+        read(path)
+
+
 def test_truth_prefers_the_view_centre_and_names_bad_lines(tmp_path):
     path = tmp_path / "flight.csv"
     path.write_text("frame,latitude,longitude,view_latitude,view_longitude\n0,1,2,3,4\n")
     truth = read_truth(path)
     assert truth.by_number[0] == (3.0, 4.0) and truth.columns == "view_latitude/view_longitude"
-    path.write_text("frame,latitude,longitude\n0,1,2\n1,north,2\n")
-    with pytest.raises(LpnEdgeError, match=r"flight\.csv line 3: latitude/longitude must be numbers"):
-        read_truth(path)
-    path.write_text("frame,latitude\n0,1\n")
-    with pytest.raises(LpnEdgeError, match="lacks the column longitude"):
-        read_truth(path)
-    path.write_text("frame,latitude,longitude\n")
-    with pytest.raises(LpnEdgeError, match="has no rows"):
-        read_truth(path)
+    refuses(read_truth, path, "frame,latitude,longitude\n0,1,2\n1,north,2\n",
+            r"flight\.csv line 3: latitude/longitude must be numbers")
+    refuses(read_truth, path, "frame,latitude\n0,1\n", "lacks the column longitude")
+    refuses(read_truth, path, "frame,latitude,longitude\n", "has no rows")
 
 
 def test_tiling_columns_and_errors(tmp_path):
@@ -44,9 +46,6 @@ def test_tiling_columns_and_errors(tmp_path):
     geo = read_tiling(path)
     assert list(geo["id"]) == ["r0_c0", "r0_c1"] and geo["col"].dtype.kind == "i"
     assert np.array_equal(geo["longitude"], [8.2, 8.3])
-    path.write_text("id,latitude,longitude,row\nr0_c0,47.1,8.2,first\n")
-    with pytest.raises(LpnEdgeError, match=r"geo\.csv line 2: row must be a number; got 'first'"):
-        read_tiling(path)
-    path.write_text("id,latitude,longitude\n")
-    with pytest.raises(LpnEdgeError, match="has no rows"):
-        read_tiling(path)
+    refuses(read_tiling, path, "id,latitude,longitude,row\nr0_c0,47.1,8.2,first\n",
+            r"geo\.csv line 2: row must be a number; got 'first'")
+    refuses(read_tiling, path, "id,latitude,longitude\n", "has no rows")

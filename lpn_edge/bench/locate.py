@@ -44,16 +44,14 @@ SETTLE_SECONDS = 0.1  # as encode: let one pool's spinning workers sleep before 
 
 def frame_files(options: BenchOptions, folder: Path, count: int = FRAMES) -> list[Path]:
     """`count` JPEG frames: the drone photos of --data while they last, then random colour fields written here."""
-    from PIL import Image
-
+    from lpn_edge.bench.subject import colour_field
     from lpn_edge.runtime.preprocessing import find_images
 
     photos = find_images(options.data / "drone")[:count] if options.data and (options.data / "drone").is_dir() else []
     rng = np.random.default_rng(2)
     for i in range(len(photos), count):
-        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         path = folder / f"frame-{i:03d}.jpg"
-        Image.fromarray(coarse).resize(FRAME_SIZE[::-1], Image.Resampling.BICUBIC).save(path, quality=90)
+        colour_field(rng, FRAME_SIZE).save(path, quality=90)
         photos.append(path)
     return photos
 
@@ -71,6 +69,34 @@ def write_gallery(folder: Path, info, rows: int) -> tuple[Path, np.ndarray]:
                        latitude=47.0 + (cell // side) * GRID_DEGREES, longitude=8.0 + (cell % side) * GRID_DEGREES,
                        input_size=info.input_size, source={"synthetic": "lpn-edge bench locate"})
     return path, embeddings
+
+
+class _Scene:
+    """What every row of one run shares: the frames, and per encoder (fingerprint, dim) one gallery index and, per
+    device, its copy as the reference loop holds it (written and copied once, not per row)."""
+
+    def __init__(self, options: BenchOptions, folder: Path, progress: Callable[[str], None]) -> None:
+        self.options, self.folder, self.progress = options, folder, progress
+        self.frames = frame_files(options, folder)
+        self._galleries: dict[tuple[str, int], tuple[Path, np.ndarray]] = {}
+        self._tensors: dict[tuple[str, int, str], object] = {}
+
+    def gallery(self, info) -> Path:
+        key = (info.fingerprint, info.dim)
+        if key not in self._galleries:
+            self.progress(f"locate: writing a {self.options.gallery_size} x {info.dim} fp16 gallery index")
+            self._galleries[key] = write_gallery(self.folder, info, self.options.gallery_size)
+        return self._galleries[key][0]
+
+    def reference_gallery(self, torch, info, device: str):
+        """The gallery as the reference holds it: float32 on the CPU (their evaluation's features), fp16 on a GPU."""
+        key = (info.fingerprint, info.dim, device)
+        if key not in self._tensors:
+            self.gallery(info)
+            embeddings = self._galleries[(info.fingerprint, info.dim)][1]
+            self._tensors[key] = torch.from_numpy(embeddings if device == "cuda" else
+                                                  embeddings.astype(np.float32)).to(device)
+        return self._tensors[key]
 
 
 def reference_loop(torch, model, config, view: str, gallery, device: str) -> Callable[[Path], int]:
@@ -99,88 +125,82 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
         return
     torch, no_torch = torch_or_reason()
     reference_path = find_reference(options) if torch is not None else None
-    model = config = None
+    reference = None  # (model, config)
     if torch is None:
         results.skip("locate", REFERENCE, no_torch)
     elif reference_path is None:
         results.skip("locate", REFERENCE, "no checkpoint: pass one with --model or --reference")
     else:
-        model, config = reference_model(reference_path)
+        reference = reference_model(reference_path)
     gpu_torch, no_gpu = cuda_or_reason(options.device)
     with tempfile.TemporaryDirectory(prefix="lpn-bench-locate-") as scratch:
-        frames = frame_files(options, Path(scratch))
-        galleries: dict[tuple[str, int], tuple[Path, np.ndarray]] = {}
+        scene = _Scene(options, Path(scratch), progress)
         for path in artifacts if options.cpu_rows else ():
             if path.suffix in ENGINE_SUFFIXES:
                 results.skip("locate", f"{path.name} on the CPU", "TensorRT engines run on a GPU")
                 continue
             for threads in options.threads:
-                loop_rows(options, results, progress, path, "cpu", {"threads": threads}, frames, galleries,
-                          Path(scratch), torch, model, config)
+                loop_rows(scene, results, path, "cpu", threads, torch, reference)
         if gpu_torch is None:
             results.skip("locate", "GPU rows (ONNX Runtime CUDA, TensorRT; GPU matching)", no_gpu)
             return
-        model = model.cuda() if model is not None else None  # after the CPU rows: in place
+        if reference is not None:
+            reference = (reference[0].cuda(), reference[1])  # after the CPU rows: in place
         for path in artifacts:
-            loop_rows(options, results, progress, path, "cuda", {}, frames, galleries, Path(scratch), gpu_torch,
-                      model, config)
+            loop_rows(scene, results, path, "cuda", None, gpu_torch, reference)
 
 
-def loop_rows(options, results, progress, path: Path, device: str, encoder_options: dict, frames: list[Path],
-              galleries: dict, scratch: Path, torch, model, config) -> None:
-    """Time the runtime's loop for one artifact on one device beside the reference loop, frame for frame."""
+def loop_rows(scene: _Scene, results: Results, path: Path, device: str, threads: int | None, torch,
+              reference) -> None:
+    """Time the runtime's loop for one artifact on one device (CPU: with `threads`) beside the reference loop
+    (`reference`: (model, config) or None), frame for frame."""
     from lpn_edge.errors import LpnEdgeError
     from lpn_edge.runtime.encoders import open_encoder
     from lpn_edge.runtime.localize import Localizer
 
-    threads = encoder_options.get("threads")
     try:
-        encoder = open_encoder(path, device=device, **encoder_options)
+        encoder = open_encoder(path, device=device, threads=threads)
     except LpnEdgeError as exc:
         results.skip("locate", f"{path.name} on {device}", str(exc))
         return
-    key = (encoder.info.fingerprint, encoder.info.dim)
-    if key not in galleries:
-        progress(f"locate: writing a {options.gallery_size} x {encoder.info.dim} fp16 gallery index")
-        galleries[key] = write_gallery(scratch, encoder.info, options.gallery_size)
-    gallery_path, embeddings = galleries[key]
-    with Localizer(encoder, gallery_path, top_k=TOP_K) as localizer:
-        cycle, runtime_best, breakdowns = itertools.cycle(frames), [], []
+    with encoder, Localizer(encoder, scene.gallery(encoder.info), top_k=TOP_K) as localizer:
+        _time_loops(scene, results, path, device, threads, torch, reference, encoder, localizer)
 
-        def runtime_frame():
-            location = localizer.locate(next(cycle))
-            runtime_best.append(location.tiles[0])
-            breakdowns.append(location.timings)
 
-        functions = {}
-        reference_best: list[int] = []
-        if model is not None:
-            if threads is not None:
-                torch.set_num_threads(threads)
-            gallery = torch.from_numpy(embeddings if device == "cuda" else embeddings.astype(np.float32)).to(device)
-            reference = reference_loop(torch, model, config, options.view, gallery, device)
-            reference_cycle = itertools.cycle(frames)
-            functions[REFERENCE] = lambda: reference_best.append(reference(next(reference_cycle)))
-        name = f"{path.name} {encoder.info.provider} + {localizer.engine} matching"
-        functions[name] = runtime_frame
-        setting = f"{device}, {threads} thread(s)" if threads else device
-        progress(f"locate: {setting}, {options.gallery_size} tiles: {', '.join(functions)}")
-        sync = torch.cuda.synchronize if device == "cuda" and torch is not None else None
-        times = measure(functions, options.iters, options.warmup, sync=sync,
-                        settle=SETTLE_SECONDS if device == "cpu" and threads > 1 else 0.0)
-        details = {"device": device, "batch": 1, "threads": threads, "gallery": options.gallery_size,
-                   "engine": localizer.engine, "precision": encoder.info.precision}
-        reference_row = None
-        if model is not None:
-            reference_row = results.add("locate", REFERENCE, summarise(times[REFERENCE]), reference_row=True,
-                                        **{**details, "engine": "torch matmul + topk", "precision": "fp32"})
-        timed = breakdowns[options.warmup:]
-        row = results.add("locate", name, summarise(times[name]), reference=reference_row, **details,
-                          breakdown_ms={step: float(np.median([t[step] for t in timed])) * 1e3 for step in STEPS})
-        if model is not None:
-            ours = runtime_best[options.warmup:]
-            theirs = [f"{i:07d}" for i in reference_best[options.warmup:]]
-            row["top1_agreement"] = float(np.mean([a == b for a, b in zip(ours, theirs)]))
-        close = getattr(encoder, "close", None)
-        if close is not None:
-            close()
+def _time_loops(scene, results, path, device, threads, torch, reference, encoder, localizer) -> None:
+    options = scene.options
+    cycle, runtime_best, breakdowns = itertools.cycle(scene.frames), [], []
+
+    def runtime_frame():
+        location = localizer.locate(next(cycle))
+        runtime_best.append(location.tiles[0])
+        breakdowns.append(location.timings)
+
+    functions = {}
+    reference_best: list[int] = []
+    if reference is not None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        gallery = scene.reference_gallery(torch, encoder.info, device)
+        locate = reference_loop(torch, *reference, options.view, gallery, device)
+        reference_cycle = itertools.cycle(scene.frames)
+        functions[REFERENCE] = lambda: reference_best.append(locate(next(reference_cycle)))
+    name = f"{path.name} {encoder.info.provider} + {localizer.engine} matching"
+    functions[name] = runtime_frame
+    setting = f"{device}, {threads} thread(s)" if threads else device
+    scene.progress(f"locate: {setting}, {options.gallery_size} tiles: {', '.join(functions)}")
+    times = measure(functions, options.iters, options.warmup,
+                    sync=torch.cuda.synchronize if device == "cuda" else None,
+                    settle=SETTLE_SECONDS if device == "cpu" and threads > 1 else 0.0)
+    details = {"device": device, "batch": 1, "threads": threads, "gallery": options.gallery_size,
+               "engine": localizer.engine, "precision": encoder.info.precision}
+    reference_row = None
+    if reference is not None:
+        reference_row = results.add("locate", REFERENCE, summarise(times[REFERENCE]), reference_row=True,
+                                    **{**details, "engine": "torch matmul + topk", "precision": "fp32"})
+    timed = breakdowns[options.warmup:]
+    row = results.add("locate", name, summarise(times[name]), reference=reference_row, **details,
+                      breakdown_ms={step: float(np.median([t[step] for t in timed])) * 1e3 for step in STEPS})
+    if reference is not None:
+        theirs = [localizer.tile_id(best) for best in reference_best[options.warmup:]]
+        row["top1_agreement"] = float(np.mean([a == b for a, b in zip(runtime_best[options.warmup:], theirs)]))

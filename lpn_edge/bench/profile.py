@@ -151,9 +151,11 @@ def _with_node_names(path: Path, scratch: Path) -> Path:
     taken = {node.name for node in proto.graph.node}
     for index, node in enumerate(proto.graph.node):
         if not node.name:
-            node.name = next(name for name in (f"{node.op_type}_{index}_{n}" for n in range(len(taken) + 1))
-                             if name not in taken)
-            taken.add(node.name)
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
     named = scratch / "named.onnx"
     onnx.save(proto, str(named))
     return named

@@ -54,6 +54,14 @@ def write_calibration_folder(folder: Path, count: int, size: tuple[int, int], re
         if i < len(real):
             Image.open(real[i]).convert("RGB").save(folder / f"{i:03d}.jpg")
             continue
-        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize(size[::-1], Image.Resampling.BICUBIC).save(folder / f"{i:03d}.jpg")
+        colour_field(rng, size).save(folder / f"{i:03d}.jpg")
     return folder
+
+
+def colour_field(rng, size: tuple[int, int]):
+    """A smooth random colour field of `size` (H, W) as a PIL image: an 8 x 8 random image resized bicubically,
+    a stand-in photo with real structure for JPEG and the model (unlike white noise)."""
+    from PIL import Image
+
+    coarse = rng.integers(0, 256, (8, 8, 3), dtype="uint8")
+    return Image.fromarray(coarse).resize(size[::-1], Image.Resampling.BICUBIC)

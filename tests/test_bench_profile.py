@@ -95,6 +95,8 @@ def test_summary_counts_only_the_last_runs_and_averages_them():
         summarise_events(events, runs=4, weight_shapes={"c": (4, 3, 3, 3)})
     with pytest.raises(LpnEdgeError, match="no weight shape for convolution 'c'"):
         summarise_events(events, runs=1, weight_shapes={})
+    without_convs = summarise_events([e for e in events if e["name"] != "c_kernel_time"], runs=2, weight_shapes={})
+    assert format_profile(without_convs, reference_ms=1.0, target=0.5).endswith("no floor to give")
 
 
 def test_profile_refuses_bad_input(tmp_path):

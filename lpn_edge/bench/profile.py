@@ -221,6 +221,9 @@ def format_profile(profile: GraphProfile, reference_ms: float | None = None, tar
     for s in profile.convs:
         lines.append(f"{str(s.weight):24s} {str(s.output):20s} {s.nodes:5d} {s.flops / 1e9:7.3f} "
                      f"{s.seconds * 1e3:8.2f} {s.gflops_per_s:8.1f}")
+    if not any(shape.seconds for shape in profile.convs):
+        lines.append("no timed convolutions: no floor to give")
+        return "\n".join(lines)
     fastest = profile.fastest_conv_rate
     lines.append(f"convolutions: {profile.conv_flops / 1e9:.2f} GFLOP in {profile.conv_seconds * 1e3:.1f} ms = "
                  f"{profile.conv_flops / profile.conv_seconds / 1e9:.1f} GFLOP/s; fastest shape {fastest / 1e9:.1f} "

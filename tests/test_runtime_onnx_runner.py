@@ -32,6 +32,9 @@ def test_cpu_runs_and_reports_the_provider_used(doubling_graph):
     assert runner.providers == ["CPUExecutionProvider"] and runner.backend == "onnxruntime-cpu"
     np.testing.assert_array_equal(runner.run(images), 2 * images)
     np.testing.assert_array_equal(run_onnx(doubling_graph, images), 2 * images)
+    for device_only in (runner.bind, runner.run_bound):  # I/O binding to device buffers: GPU sessions only
+        with pytest.raises(LpnEdgeError, match="I/O binding needs a GPU provider"):
+            device_only(images[:2])
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available here")

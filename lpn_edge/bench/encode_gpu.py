@@ -128,30 +128,21 @@ def cuda_graph(torch, model, static_input, view: str):
 
 
 class OrtCuda:
-    """An ONNX artifact on the CUDA provider: the runtime's encoder (host copies) and, per batch size, I/O binding
-    to device buffers that stay bound between calls (no host copies), both on sessions opened once."""
+    """An ONNX artifact on the CUDA provider through the runtime's encoder, opened once: its embed (host copies), and
+    its session run on the encoder runner's own I/O binding for the batch, filled once (no host copies)."""
 
     def __init__(self, path: Path, largest: int) -> None:
         from lpn_edge.runtime.encoders import open_encoder
-        from lpn_edge.runtime.onnx_runner import OnnxRunner
 
         self.encoder = open_encoder(path, device="cuda", batch=largest)
-        self.runner = OnnxRunner(path, ("cuda", "cpu"), batch=largest)
 
     def functions(self, host: np.ndarray):
         """(run with host copies, run on bound device buffers) for the images `host`."""
-        import onnxruntime as ort
-
-        runner, session = self.runner, self.runner.session
-        input_value = ort.OrtValue.ortvalue_from_numpy(host, "cuda", 0)
-        output_shape = session.run(None, {runner.input_name: host})[0].shape
-        output_value = ort.OrtValue.ortvalue_from_shape_and_type(output_shape, np.float32, "cuda", 0)
-        binding = session.io_binding()
-        binding.bind_ortvalue_input(runner.input_name, input_value)
-        binding.bind_ortvalue_output(runner.output_name, output_value)
+        runner = self.encoder.runner
+        binding, _output = runner.bind(host)  # the binding the encoder's own calls for this batch size use
 
         def without_copies():
-            session.run_with_iobinding(binding)  # synchronous: returns when the outputs are written
+            runner.session.run_with_iobinding(binding)  # synchronous: returns when the outputs are written
 
         return (lambda: self.encoder.embed(host)), without_copies
 

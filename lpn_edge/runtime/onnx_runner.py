@@ -169,12 +169,19 @@ class OnnxRunner:
         """(n, 3, H, W) float32 on the host -> the output as an OrtValue on the GPU (valid until the next call
         with the same n): the input is copied into the OrtValue bound for n rows, the session writes its output
         into the one bound for n rows (`.data_ptr()` is its device address). GPU providers only."""
-        if not self.on_gpu:
-            raise LpnEdgeError("run_bound needs a GPU provider (cuda or tensorrt); this session runs on the CPU")
-        binding, source, target = self._binding(chunk.shape)
-        source.update_inplace(np.ascontiguousarray(chunk, np.float32))
+        binding, target = self.bind(chunk)
         self.session.run_with_iobinding(binding)
         return target if target is not None else binding.get_outputs()[0]
+
+    def bind(self, chunk: np.ndarray) -> tuple:
+        """(the I/O binding for chunk's n rows, its output OrtValue or None when ORT sizes the output): the chunk
+        is copied into the bound device input, so `session.run_with_iobinding(binding)` then runs on device buffers
+        alone, as often as wanted (a benchmark's no-copies figure). GPU providers only."""
+        if not self.on_gpu:
+            raise LpnEdgeError("I/O binding needs a GPU provider (cuda or tensorrt); this session runs on the CPU")
+        binding, source, target = self._binding(chunk.shape)
+        source.update_inplace(np.ascontiguousarray(chunk, np.float32))
+        return binding, target
 
     def _binding(self, shape: tuple[int, ...]) -> tuple:
         entry = self._bindings.get(shape[0])

@@ -42,18 +42,22 @@ def open_matcher(gallery: np.ndarray, engine: str = "auto", *, one_query: bool =
     if engine not in ENGINES:
         raise LpnEdgeError(f"matching engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     defaults = ONE_QUERY_OPTIONS if one_query else {}
+
+    def opened(name: str):
+        return _open_engine(gallery, name, **{**defaults.get(name, {}), **options})
+
     if engine != "auto":
-        return _open_engine(gallery, engine, **{**defaults.get(engine, {}), **options})
+        return opened(engine)
     if options:
         raise LpnEdgeError(f"matching options ({', '.join(sorted(options))}) belong to one engine; name it "
                            f"(one of {', '.join(name for name in ENGINES if name != 'auto')}) instead of 'auto'")
     *fallible, last = AUTO_ORDER
     for candidate in fallible:
         try:
-            return _open_engine(gallery, candidate, **defaults.get(candidate, {}))
+            return opened(candidate)
         except LpnEdgeError:
             pass
-    return _open_engine(gallery, last, **defaults.get(last, {}))
+    return opened(last)
 
 
 def _open_engine(gallery: np.ndarray, engine: str, **options):

@@ -124,7 +124,7 @@ class ExportJob:
                  trt, calibration_paths: list[Path] | None) -> None:
         from lpn_edge.checkpoint import model_from_payload, read_checkpoint
         from lpn_edge.export.calibration import CalibrationImages
-        from lpn_edge.export.pooling import ExportEmbedding, pooling_signature
+        from lpn_edge.export.pooling import pooling_signature
         from lpn_edge.fileio import file_fingerprint
         from lpn_edge.model.backbones import feature_stride
         from lpn_edge.model.lpn import EmbeddingModel
@@ -136,10 +136,8 @@ class ExportJob:
         self.model = model_from_payload(payload, checkpoint)
         cfg = self.model.config
         self.size = check_against_model(options, cfg, feature_stride(cfg.backbone, cfg.stride))
+        # What is exported, and the parity reference of every artifact: the model's own `embed`.
         self.embedding_model = EmbeddingModel(self.model, options.view, options.flip).eval()  # checks the view
-        # What is exported: the same embedding with pooling in its exportable form (see export.pooling); the
-        # model's own `embed` (embedding_model) stays the parity reference.
-        self.export_module = ExportEmbedding(self.model, options.view, options.flip).eval()
         self.pooling = pooling_signature(self.model, options.view, self.size)  # what the full graph pools with
         self.checkpoint, self.fingerprint = checkpoint, file_fingerprint(checkpoint)
         self.base = f"{checkpoint.stem}-{options.view}"
@@ -170,7 +168,7 @@ class ExportJob:
         meta_args = dict(view=options.view, flip=options.flip, size=self.size, source=self.checkpoint,
                          source_fingerprint=self.fingerprint, opset=options.opset)
         if name == "full":
-            return GraphVariant("full", self.export_module, "embedding", self.base,
+            return GraphVariant("full", self.embedding_model, "embedding", self.base,
                                 artifact_metadata(self.config, output="embedding", **meta_args))
         from lpn_edge.export.split import SplitBackbone, fold_heads
 

@@ -1,15 +1,12 @@
-"""Partition pooling in the form that is exported, and how to find it again in the exported ONNX graph.
+"""How to find the partition pooling of an exported embedding graph again in its ONNX graph.
 
-The exported module (`ExportEmbedding`) computes what `LPN.embed` computes, with every pooling kind in a form that
-exports to ONNX as a few clean operators built from the reference definitions in `lpn_edge.model.partition`:
-  * avg: one MatMul with the (h*w, n) ring weight matrix (`pool_parts_matmul`, as the model itself pools avg);
+The exported module is the model's own `EmbeddingModel` (`LPN.embed`), whose pooling exports to a few clean
+operators built from the reference definitions in `lpn_edge.model.partition`:
+  * avg: one MatMul with the (h*w, n) ring weight matrix;
   * max: per part a Where over a constant boolean mask (cells outside the ring set to -inf) and a ReduceMax over
-    the map (`pool_parts(..., "max")`, the model's own max pooling; rings on small maps are first resized
-    bilinearly, which enters the graph as one Resize);
-  * avg+max: both, avg channels first (the model pools the avg half of avg+max with per-ring masked sums, which
-    the dynamo exporter can only trace through data-dependent Python floats; here it is the same MatMul as avg).
-Every export checks its graph against the model's own `embed` (fp32 cosine >= 0.99999), so this form cannot
-drift from the model unnoticed.
+    the map (rings on small maps are first resized bilinearly, which enters the graph as one Resize);
+  * avg+max: both, avg channels first.
+Every export checks its graph against `LPN.embed` in PyTorch (fp32 cosine >= 0.99999).
 
 `PoolingSignature` describes what the pooling of one exported graph must look like (weights and masks); the
 functions below find those nodes in a graph. Their outputs are where the fp32 tail (pooling, heads,
@@ -21,44 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
 from lpn_edge.errors import LpnEdgeError
 from lpn_edge.export.onnx_export import pooling_nodes
-from lpn_edge.model.lpn import normalise_parts
-from lpn_edge.model.partition import partition_masks, partition_matrix, pool_parts, pool_parts_matmul
-
-
-class ExportEmbedding(nn.Module):
-    """images (N, 3, H, W) -> embedding (N, bottleneck * n): `model.embed(images, view, flip)`, exportable."""
-
-    def __init__(self, model, view: str, flip: bool = True) -> None:
-        super().__init__()
-        model.check_view(view)
-        self.model, self.view, self.flip = model, view, flip
-        self.train(model.training)
-
-    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) -> (N, C', n); C' = 2C for avg+max (avg channels first)."""
-        kind, parts, pool = self.model.partition_kind(self.view), self.model.config.parts, self.model.config.pool
-        pooled = []
-        if pool in ("avg", "avg+max"):
-            pooled.append(pool_parts_matmul(feature_map, parts, kind))
-        if pool in ("max", "avg+max"):
-            pooled.append(pool_parts(feature_map, parts, kind, "max"))
-        return pooled[0] if len(pooled) == 1 else torch.cat(pooled, 1)
-
-    def bottlenecks(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, bottleneck, n), as `LPN.bottlenecks`."""
-        parts = self.pool(self.model.feature_map(images, self.view))
-        return torch.stack([head.bottleneck(parts[:, :, i]) for i, head in enumerate(self.model.classifiers)], -1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.bottlenecks(images)
-        if self.flip:
-            features = features + self.bottlenecks(torch.flip(images, dims=[3]))
-        return normalise_parts(features)
+from lpn_edge.model.partition import partition_masks, partition_matrix
 
 
 @dataclass(frozen=True)

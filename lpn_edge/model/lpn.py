@@ -82,15 +82,23 @@ class LPN(nn.Module):
         return getattr(self, _POOLING_BUFFER + self.partition_kind(view))
 
     def pool(self, feature_map: torch.Tensor, view: str) -> torch.Tensor:
-        """(B, C, h, w) -> (B, C', n) part features (C' = 2C for avg+max); avg pooling runs as one MatMul.
+        """(B, C, h, w) -> (B, C', n) part features (C' = 2C for avg+max, avg channels first).
 
-        At the configured image size the MatMul uses the model's buffer; other sizes build (and cache) their matrix.
+        Avg pooling runs as one MatMul (also the avg half of avg+max), max as a masked max per part: the same form
+        is trained, evaluated and exported to ONNX. At the configured image size the MatMul uses the model's
+        buffer; other sizes build (and cache) their matrix.
         """
-        kind, parts = self.partition_kind(view), self.config.parts
-        if self.config.pool != "avg":
-            return pool_parts(feature_map, parts, kind, self.config.pool)
+        kind, parts, pool = self.partition_kind(view), self.config.parts, self.config.pool
+        pooled = []
+        if pool in ("avg", "avg+max"):
+            pooled.append(self._pool_avg(feature_map, view))
+        if pool in ("max", "avg+max"):
+            pooled.append(pool_parts(feature_map, parts, kind, "max"))
+        return pooled[0] if len(pooled) == 1 else torch.cat(pooled, 1)
+
+    def _pool_avg(self, feature_map: torch.Tensor, view: str) -> torch.Tensor:
         if tuple(feature_map.shape[-2:]) != self.pooling_map_size:
-            return pool_parts_matmul(feature_map, parts, kind)
+            return pool_parts_matmul(feature_map, self.config.parts, self.partition_kind(view))
         weights = self.pooling_weights(view)
         return feature_map.flatten(2) @ weights.to(device=feature_map.device, dtype=feature_map.dtype)
 

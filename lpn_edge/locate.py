@@ -93,10 +93,7 @@ def read_truth(path: str | Path) -> Truth:
     by_number: dict[int, tuple[float, float]] = {}
     for line, row in table.rows:
         frame = table.cell(row, "frame")
-        try:
-            position = (float(table.cell(row, lat_key)), float(table.cell(row, lon_key)))
-        except ValueError:
-            raise table.error(line, f"{lat_key}/{lon_key} must be numbers") from None
+        position = (table.number(line, row, lat_key), table.number(line, row, lon_key))
         if not frame or not all(map(math.isfinite, position)):
             raise table.error(line, "needs a frame and finite coordinates")
         by_name[frame] = position

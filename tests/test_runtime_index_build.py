@@ -196,7 +196,7 @@ def test_geo_csv_of_index_tile_and_bad_ones(tmp_path):
     with pytest.raises(LpnEdgeError, match="lacks the columns id, latitude, longitude"):
         read_geo_csv(tmp_path / "bad.csv")
     (tmp_path / "bad.csv").write_text("id,latitude,longitude\na,north,2\n")
-    with pytest.raises(LpnEdgeError, match="line 2: latitude/longitude must be numbers"):
+    with pytest.raises(LpnEdgeError, match="line 2: latitude must be a number; got 'north'"):
         read_geo_csv(tmp_path / "bad.csv")
     (tmp_path / "bad.csv").write_text("id,latitude,longitude\na,1,2\na,1,3\n")
     with pytest.raises(LpnEdgeError, match="two positions"):

@@ -22,6 +22,19 @@ def test_header_names_are_matched_loosely_and_lines_counted(tmp_path):
         read_csv_table(tmp_path / "nowhere.csv", "geo CSV")
 
 
+def test_numbers_of_a_row_with_the_line_and_cell_in_every_message(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,latitude,row\na,47.5,3\nb,,x\n")
+    table = read_csv_table(path, "geo CSV")
+    (line_a, a), (line_b, b) = table.rows
+    assert table.number(line_a, a, "latitude") == 47.5 and table.number(line_a, a, "row", int) == 3
+    assert np.isnan(table.number(line_b, b, "latitude", blank=float("nan")))
+    with pytest.raises(LpnEdgeError, match=r"t\.csv line 3: latitude must be a number; got ''"):
+        table.number(line_b, b, "latitude")
+    with pytest.raises(LpnEdgeError, match=r"t\.csv line 3: row must be a whole number; got 'x'"):
+        table.number(line_b, b, "row", int)
+
+
 def refuses(read, path, text: str, message: str) -> None:
     """`read` of a file holding `text` fails with `message`."""
     path.write_text(text)
@@ -35,7 +48,7 @@ def test_truth_prefers_the_view_centre_and_names_bad_lines(tmp_path):
     truth = read_truth(path)
     assert truth.by_number[0] == (3.0, 4.0) and truth.columns == "view_latitude/view_longitude"
     refuses(read_truth, path, "frame,latitude,longitude\n0,1,2\n1,north,2\n",
-            r"flight\.csv line 3: latitude/longitude must be numbers")
+            r"flight\.csv line 3: latitude must be a number; got 'north'")
     refuses(read_truth, path, "frame,latitude\n0,1\n", "lacks the column longitude")
     refuses(read_truth, path, "frame,latitude,longitude\n", "has no rows")
 
@@ -47,5 +60,5 @@ def test_tiling_columns_and_errors(tmp_path):
     assert list(geo["id"]) == ["r0_c0", "r0_c1"] and geo["col"].dtype.kind == "i"
     assert np.array_equal(geo["longitude"], [8.2, 8.3])
     refuses(read_tiling, path, "id,latitude,longitude,row\nr0_c0,47.1,8.2,first\n",
-            r"geo\.csv line 2: row must be a number; got 'first'")
+            r"geo\.csv line 2: row must be a whole number; got 'first'")
     refuses(read_tiling, path, "id,latitude,longitude\n", "has no rows")

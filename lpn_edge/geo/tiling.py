@@ -283,11 +283,5 @@ def read_geo_csv(path: str | Path) -> dict[str, np.ndarray]:
     columns: dict[str, np.ndarray] = {"id": np.array([table.cell(row, "id") for _line, row in table.rows])}
     for name, kind in [("latitude", float), ("longitude", float), ("tile_size_m", float), ("row", int), ("col", int)]:
         if table.has(name):
-            values = []
-            for line, row in table.rows:
-                try:
-                    values.append(kind(table.cell(row, name)))
-                except ValueError:
-                    raise table.error(line, f"{name} must be a number; got {table.cell(row, name)!r}") from None
-            columns[name] = np.array(values)
+            columns[name] = np.array([table.number(line, row, name, kind) for line, row in table.rows])
     return columns

@@ -137,11 +137,7 @@ def read_geo_csv(path: Path) -> dict[str, tuple[float, float]]:
     coordinates: dict[str, tuple[float, float]] = {}
     for line, row in table.rows:
         key = table.cell(row, "id")
-        cells = [table.cell(row, name) for name in ("latitude", "longitude")]
-        try:
-            value = tuple(float(cell) if cell else math.nan for cell in cells)
-        except ValueError:
-            raise table.error(line, f"latitude/longitude must be numbers; got {cells[0]!r}, {cells[1]!r}") from None
+        value = tuple(table.number(line, row, name, blank=math.nan) for name in ("latitude", "longitude"))
         if not key:
             raise table.error(line, "has no id")
         if not (math.isnan(value[0]) or -90 <= value[0] <= 90) or not (math.isnan(value[1]) or

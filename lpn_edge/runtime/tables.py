@@ -35,6 +35,18 @@ class CsvTable:
         """The row's value in column `name`, stripped ('' when the row is short)."""
         return (row.get(self.columns[name]) or "").strip()
 
+    def number(self, line: int, row: dict[str, str], name: str, kind: type = float, blank: float | None = None):
+        """The row's value in column `name` as a `kind` (float or int); a blank cell gives `blank` where one is
+        given, and anything else that is not a number an error naming the line and the cell."""
+        text = self.cell(row, name)
+        if not text and blank is not None:
+            return blank
+        try:
+            return kind(text)
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise self.error(line, f"{name} must be {expected}; got {text!r}") from None
+
     def error(self, line: int, message: str) -> LpnEdgeError:
         return LpnEdgeError(f"{self.label} {self.path} line {line}: {message}")
 

@@ -7,8 +7,8 @@ Rows, each at every --batch size (DESIGN.md section 8 anchors: batch 1 and 64):
              side stream, then `graph.replay()`): what generic PyTorch tools give;
   ONNX Runtime CUDA provider per ONNX artifact: `session.run` from host numpy (host copies) and I/O binding to
              device buffers that stay bound between calls (no host copies);
-  TensorRT engine per .engine/.plan: the runtime's EngineRunner.run from host numpy (host copies: allocation,
-             copy in, execute, copy out) and `execute_async_v3` on buffers allocated and filled once (no copies).
+  TensorRT engine per .engine/.plan: the runtime's encoder from host numpy (host copies: copy in, execute, copy
+             out) and `execute_async_v3` on its runner's buffers, filled once (no copies); one deserialised engine.
 """
 
 from __future__ import annotations
@@ -151,22 +151,17 @@ class OrtCuda:
 
 
 class TensorRtEngine:
-    """A serialized engine: the runtime's encoder (pinned host buffers; host copies) and `execute_async_v3` on an
-    EngineRunner's own device buffers, filled once per batch size (no copies)."""
+    """A serialized engine, opened once through the runtime's encoder (sidecar checked; pinned host buffers; host
+    copies), and `execute_async_v3` alone on that encoder's EngineRunner: its own device buffers, filled once per
+    batch size (no copies). The runner's context is shared, so setting its input shape here makes a split
+    encoder's next call run eagerly and capture anew instead of replaying a graph of another shape."""
 
     def __init__(self, path: Path, largest: int) -> None:
-        import tensorrt as trt
-
-        from lpn_edge.runtime.artifact import check_engine_sidecar, sidecar_path
-        from lpn_edge.runtime.cuda_buffers import cuda_memory
         from lpn_edge.runtime.encoders import open_encoder
-        from lpn_edge.runtime.trt_engine import EngineRunner, runtime_info
 
-        self.memory = cuda_memory()
-        if sidecar_path(path).is_file():
-            check_engine_sidecar(path, runtime_info(trt, self.memory))
-        self.runner = EngineRunner(trt, self.memory, path)
         self.encoder = open_encoder(path, device="cuda", batch=largest)
+        self.runner = self.encoder.runner
+        self.memory = self.runner.memory
 
     def functions(self, host: np.ndarray):
         """(the encoder from host images, the engine alone on resident device buffers) for the images `host`."""
@@ -183,5 +178,4 @@ class TensorRtEngine:
         return (lambda: self.encoder.embed(host)), without_copies
 
     def close(self) -> None:
-        self.encoder.close()
-        self.memory.close()  # the runner's buffers and stream
+        self.encoder.close()  # the runner's buffers, stream and graphs too

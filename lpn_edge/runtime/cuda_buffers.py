@@ -81,6 +81,11 @@ class CudaMemory:
         self._graphs.append(graph)
         return graph
 
+    def release(self, graph: object) -> None:
+        """Destroy a graph made by `capture` now rather than at `close()`."""
+        self._graphs.remove(graph)
+        self._destroy_graph(graph)
+
     def close(self) -> None:
         """Free every allocation still live and destroy every stream this instance created (idempotent)."""
         while self._graphs:

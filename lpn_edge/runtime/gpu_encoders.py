@@ -7,11 +7,14 @@ by the CUDA ring-pool kernel on the device.
   TrtSplitGpuEncoder    a split backbone engine -> feature map in a device buffer -> `RingPoolKernel` on the same
                         stream -> (N, D) embeddings copied into a pinned array. Only the frames go in and the
                         embeddings come out: the feature map never leaves the GPU, and nothing is allocated per
-                        frame. Per batch size the whole path (copy in, engine, the kernel's two launches, copy out)
-                        is captured once as a CUDA graph and replayed afterwards (`CudaMemory.capture`). If capture
-                        fails (an engine TensorRT cannot capture, a pycuda without capture support), the encoder
-                        says so once (a RuntimeWarning naming the reason) and runs the same work uncaptured;
-                        `graphs` tells per batch size which way it runs.
+                        frame. The whole path (copy in, engine, the kernel's two launches, copy out) is captured
+                        as a CUDA graph (`CudaMemory.capture`) and replayed while the batch size stays the same.
+                        A graph holds the execution context at the input shape it was captured with, so there is one
+                        graph at a time: a call with another batch size runs eagerly (which sets the new shape) and
+                        is captured anew, as Torch-TensorRT re-records on a shape change. If capture fails (an engine
+                        TensorRT cannot capture, a pycuda without capture support), the encoder says so once per
+                        batch size (a RuntimeWarning naming the reason) and runs that size uncaptured; `graphs` tells
+                        per batch size which way it runs.
   OnnxSplitGpuEncoder   a split backbone graph on ONNX Runtime's CUDA (or TensorRT) provider with IO binding: the
                         feature map stays in the OrtValue bound on the device, the kernel reads it there by address.
                         No CUDA graph here: ONNX Runtime runs the graph on its own stream and synchronises at the end
@@ -92,7 +95,7 @@ def _kernel(heads: dict[str, np.ndarray], meta: dict, memory=None):
 
 
 class TrtSplitGpuEncoder(ArrayEncoder):
-    """Split backbone engine + ring-pool kernel on one stream, replayed as a CUDA graph per batch size."""
+    """Split backbone engine + ring-pool kernel on one stream, replayed as one CUDA graph while the batch size holds."""
 
     def __init__(self, runner, heads: dict[str, np.ndarray], meta: dict, batch: int | None = None) -> None:
         self.runner, self.metadata = runner, meta
@@ -111,7 +114,8 @@ class TrtSplitGpuEncoder(ArrayEncoder):
         self.device_embedding = memory.alloc(self.high * self.dim * 4)
         self.host_embedding = memory.pinned((self.high, self.dim), np.float32)
         self.kernel_stream = self.kernel.backend.stream(runner.stream)
-        self.graphs: dict[int, Any] = {}  # rows -> replayable graph, or None where capture failed
+        self.graphs: dict[int, bool] = {}  # rows -> whether that batch size could be captured
+        self.graph: tuple[int, Any] | None = None  # (rows, graph): the one live graph, captured at that input shape
         self.info = EncoderInfo.from_metadata(meta, backend="split",
                                               provider=f"tensorrt-{runner.trt.__version__}+ring-pool-kernel")
 
@@ -126,24 +130,31 @@ class TrtSplitGpuEncoder(ArrayEncoder):
     def _chunk(self, chunk: np.ndarray) -> np.ndarray:
         runner, memory, rows = self.runner, self.runner.memory, len(chunk)
         runner.host_input[:rows] = chunk
-        if rows not in self.graphs:
-            # The first call of a batch size runs eagerly (TensorRT's deferred set-up happens outside the capture),
-            # then the same work is captured for the calls that follow.
-            self._record(rows)
+        if self.graph is not None and self.graph[0] == rows and runner.rows == rows:
+            memory.replay(self.graph[1], runner.stream)
             memory.synchronize(runner.stream)
-            try:
-                self.graphs[rows] = memory.capture(runner.stream, lambda: self._record(rows))
-            except Exception as error:  # noqa: BLE001 - each binding and TensorRT fail in their own types
-                self.graphs[rows] = None
-                warnings.warn(f"CUDA graph capture failed for a batch of {rows} ({type(error).__name__}: "
-                              f"{str(error)[:200]}); this batch size runs uncaptured", RuntimeWarning, stacklevel=3)
             return self.host_embedding[:rows].copy()
-        if self.graphs[rows] is None:
-            self._record(rows)
-        else:
-            memory.replay(self.graphs[rows], runner.stream)
+        # A new batch size (or a context whose shape another caller changed) runs eagerly first: that sets the
+        # input shape, and TensorRT's deferred set-up for it happens outside the capture.
+        self._record(rows)
         memory.synchronize(runner.stream)
+        if self.graphs.get(rows, True):
+            self._capture(rows)
         return self.host_embedding[:rows].copy()
+
+    def _capture(self, rows: int) -> None:
+        """Replace the live graph by one of the path for `rows` frames (captured, not run)."""
+        memory = self.runner.memory
+        if self.graph is not None:
+            memory.release(self.graph[1])
+            self.graph = None
+        try:
+            self.graph = (rows, memory.capture(self.runner.stream, lambda: self._record(rows)))
+            self.graphs[rows] = True
+        except Exception as error:  # noqa: BLE001 - each binding and TensorRT fail in their own types
+            self.graphs[rows] = False
+            warnings.warn(f"CUDA graph capture failed for a batch of {rows} ({type(error).__name__}: "
+                          f"{str(error)[:200]}); this batch size runs uncaptured", RuntimeWarning, stacklevel=4)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         from lpn_edge.runtime.batching import run_in_batches

@@ -99,6 +99,11 @@ class EngineRunner:
                                "layout (NCHW or NHWC)")
         return formats[found]
 
+    @property
+    def rows(self) -> int | None:
+        """The batch the context's input shape is set for."""
+        return self._rows
+
     def set_rows(self, rows: int) -> None:
         """The context's input shape for `rows` images; set only when it changes (the context keeps it)."""
         if rows == self._rows:

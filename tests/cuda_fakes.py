@@ -22,6 +22,7 @@ class FakeMemory(CudaMemory):
         super().__init__()
         self.heap = np.zeros(free, np.uint8)
         self.top, self.free_total = 256, free
+        self.sizes: dict[int, int] = {}  # allocation -> bytes asked for
         self.capturing: int | None = None  # the stream under capture
         self.recorded: list = []
         self.replays = 0
@@ -30,7 +31,16 @@ class FakeMemory(CudaMemory):
         pointer = self.top
         self.top += -(-max(int(nbytes), 1) // 256) * 256
         assert self.top <= len(self.heap), "fake device out of memory"
+        self.sizes[pointer] = max(int(nbytes), 1)
         return pointer
+
+    def region(self, pointer: int, nbytes: int) -> np.ndarray:
+        """The heap bytes [pointer, pointer + nbytes), which must lie inside one live allocation: on a GPU an
+        access past a buffer's end corrupts memory or crashes, here it fails the test."""
+        start = max((p for p in self._live if p <= pointer), default=None)
+        assert start is not None and pointer + nbytes <= start + self.sizes[start], \
+            f"device access [{pointer}, {pointer + nbytes}) outside every allocation"
+        return self.heap[pointer : pointer + nbytes]
 
     def _free(self, pointer):
         pass
@@ -44,10 +54,10 @@ class FakeMemory(CudaMemory):
 
     def to_device(self, pointer, array):
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-        self.heap[pointer : pointer + data.size] = data
+        self.region(pointer, data.size)[:] = data
 
     def to_host(self, array, pointer):
-        array.view(np.uint8).reshape(-1)[:] = self.heap[pointer : pointer + array.nbytes]
+        array.view(np.uint8).reshape(-1)[:] = self.region(pointer, array.nbytes)
 
     def submit(self, stream, operation) -> None:
         """Run `operation` now, or record it when `stream` is under capture."""
@@ -112,7 +122,7 @@ class FakeBackend(ck.Backend):
 
     def view(self, pointer, dtype, shape):
         count = int(np.prod(shape))
-        return self.memory.heap[pointer : pointer + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+        return self.memory.region(pointer, count * np.dtype(dtype).itemsize).view(dtype).reshape(shape)
 
     def stream(self, handle):
         return handle

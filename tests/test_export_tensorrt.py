@@ -176,51 +176,6 @@ def test_cuda_version_is_the_driver_version_as_major_minor():
     assert [cuda_version_text(v) for v in (12060, 11080, 13000, 12020)] == ["12.6", "11.8", "13.0", "12.2"]
 
 
-def _host_memory():
-    """numpy buffers behind the CudaMemory primitives, to test its bookkeeping on a machine without a GPU."""
-    from lpn_edge.runtime.cuda_buffers import CudaMemory
-
-    class HostMemory(CudaMemory):
-        name = "host"
-
-        def __init__(self):
-            super().__init__()
-            self.buffers, self.destroyed = {}, []
-
-        def _alloc(self, nbytes):
-            buffer = np.empty(nbytes, np.uint8)
-            self.buffers[buffer.ctypes.data] = buffer
-            return buffer.ctypes.data
-
-        def _free(self, pointer):
-            del self.buffers[pointer]
-
-        def _create_stream(self):
-            stream = object()
-            return id(stream), stream
-
-        def _destroy_stream(self, stream):
-            self.destroyed.append(stream)
-
-    return HostMemory()
-
-
-def test_cuda_memory_releases_buffers_and_streams_on_close():
-    memory = _host_memory()
-    with memory:
-        kept = memory.alloc(64)
-        memory.alloc(128)
-        freed = memory.alloc(32)
-        memory.free(freed)
-        memory.stream(), memory.stream()
-        assert memory.live == (2, 2) and kept in memory.buffers
-        with pytest.raises(KeyError):
-            memory.free(freed)  # freeing twice is an error, never a silent double free
-    assert memory.live == (0, 0) and memory.buffers == {} and len(memory.destroyed) == 2
-    memory.close()  # idempotent
-    assert len(memory.destroyed) == 2
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_real_cuda_memory_round_trip_and_release():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cuda_fakes import FakeBackend, FakeMemory
 
+from lpn_edge.errors import LpnEdgeError
 from lpn_edge.runtime import cuda_kernels as ck, ring_pool
 from lpn_edge.runtime.gpu_encoders import TrtSplitGpuEncoder
 
@@ -26,8 +27,8 @@ class ContextRunner:
 
     trt = types.SimpleNamespace(__version__="fake")
 
-    def __init__(self, memory: FakeMemory, largest: int) -> None:
-        self.memory, self.batch_range = memory, (1, largest)
+    def __init__(self, memory: FakeMemory, smallest: int, largest: int) -> None:
+        self.memory, self.batch_range = memory, (smallest, largest)
         self.stream = memory.stream()
         self.input_dtype = self.output_dtype = np.dtype(np.float32)
         self.output_tail, self.output_layout = (CHANNELS, SIZE // CELL, SIZE // CELL), "nchw"
@@ -50,7 +51,7 @@ class ContextRunner:
 
     def _execute(self) -> None:
         rows = self._rows  # read at execution time, as the context's shape is
-        images = self.memory.heap[self.device_input:].view(np.float32)[: rows * 3 * SIZE * SIZE]
+        images = self.memory.region(self.device_input, rows * 3 * SIZE * SIZE * 4).view(np.float32)
         output = self.feature_map(images.reshape(rows, 3, SIZE, SIZE))
         self.memory.to_device(self.device_output, output)
 
@@ -61,26 +62,35 @@ class ContextRunner:
         self.memory.submit(self.stream, self._execute)
 
 
-@pytest.fixture
-def encoder(monkeypatch):
+def open_split(monkeypatch, *, smallest: int = 1, largest: int = 8, batch: int | None = None,
+               head_channels: int = CHANNELS, captures: bool = True) -> TrtSplitGpuEncoder:
     memory = FakeMemory(1 << 24)
+    memory.captures_graphs = captures
     monkeypatch.setitem(ck.BACKENDS, "fake", lambda shared: FakeBackend(memory=shared))
     generator = np.random.default_rng(0)
-    heads = {"weight": generator.standard_normal((PARTS, BOTTLENECK, CHANNELS)).astype(np.float32),
+    heads = {"weight": generator.standard_normal((PARTS, BOTTLENECK, head_channels)).astype(np.float32),
              "bias": generator.standard_normal((PARTS, BOTTLENECK)).astype(np.float32),
              "bias_scale": np.float32(1.0)}
     meta = {"partition": "ring", "pool": "avg", "embedding_dim": BOTTLENECK * PARTS, "view": "drone",
             "preprocessing": {"size": [SIZE, SIZE]}, "source_fingerprint": "fake", "precision": "fp32"}
-    encoder = TrtSplitGpuEncoder(ContextRunner(memory, largest=8), heads, meta)
+    encoder = TrtSplitGpuEncoder(ContextRunner(memory, smallest, largest), heads, meta, batch)
     encoder.heads = heads
+    return encoder
+
+
+@pytest.fixture
+def encoder(monkeypatch):
+    encoder = open_split(monkeypatch)
     yield encoder
     encoder.close()
-    assert memory.live == (0, 0)
+    assert encoder.runner.memory.live == (0, 0)
 
 
-def expected(encoder, images: np.ndarray) -> np.ndarray:
+def check(encoder, images: np.ndarray) -> None:
+    """The encoder's embeddings of `images` against the stand-in engine's feature map pooled in numpy."""
     pooled = ring_pool.pool_parts(encoder.runner.feature_map(images), PARTS, "ring", "avg")
-    return ring_pool.embed_pooled(pooled, encoder.heads["weight"], encoder.heads["bias"], 1.0)
+    expected = ring_pool.embed_pooled(pooled, encoder.heads["weight"], encoder.heads["bias"], 1.0)
+    np.testing.assert_allclose(encoder.embed(images), expected, rtol=1e-5, atol=1e-6)
 
 
 def frames(count: int, seed: int) -> np.ndarray:
@@ -89,24 +99,26 @@ def frames(count: int, seed: int) -> np.ndarray:
 
 def test_replays_only_at_the_shape_it_was_captured_at(encoder):
     memory = encoder.runner.memory
-    for seed in range(3):  # 11 frames: chunks of 8 and 3, each a change of the context's input shape
-        batch = frames(11, seed)
-        np.testing.assert_allclose(encoder.embed(batch), expected(encoder, batch), rtol=1e-5, atol=1e-6)
+    for seed, count in enumerate([8, 3, 8, 3]):  # every call changes the context's input shape
+        check(encoder, frames(count, seed))
     assert memory.replays == 0 and encoder.graphs == {8: True, 3: True} and encoder.graph[0] == 3
-    for seed in range(3, 6):  # one batch size: captured once, then replayed
-        batch = frames(3, seed)
-        np.testing.assert_allclose(encoder.embed(batch), expected(encoder, batch), rtol=1e-5, atol=1e-6)
+    for seed in range(4, 7):  # one batch size: replayed
+        check(encoder, frames(3, seed))
     assert memory.replays == 3
     assert len(memory._graphs) == 1  # a replaced graph is released at once, not kept until close
 
 
+def test_a_long_call_pads_its_last_chunk_to_keep_one_graph(encoder):
+    for seed in range(3):
+        check(encoder, frames(11, seed))  # chunks of 8 and 3, the 3 padded to 8
+    assert encoder.graphs == {8: True} and encoder.runner.memory.replays == 5
+
+
 def test_a_shape_set_by_another_caller_is_not_replayed_over(encoder):
     """The GPU benchmark runs the engine's context directly between the encoder's calls."""
-    batch = frames(3, 0)
-    encoder.embed(batch)
+    check(encoder, frames(3, 0))
     encoder.runner.set_rows(8)
-    again = frames(3, 1)
-    np.testing.assert_allclose(encoder.embed(again), expected(encoder, again), rtol=1e-5, atol=1e-6)
+    check(encoder, frames(3, 1))
     assert encoder.runner.memory.replays == 0
 
 
@@ -115,10 +127,30 @@ def test_a_failed_capture_runs_that_batch_size_uncaptured(encoder, monkeypatch):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(encoder.runner.memory, "_capture", refuse)
-    batch = frames(2, 0)
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed for a batch of 2"):
-        first = encoder.embed(batch)
-    second = encoder.embed(frames(2, 1))  # no second warning: the batch size is known to run uncaptured
-    np.testing.assert_allclose(first, expected(encoder, batch), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(second, expected(encoder, frames(2, 1)), rtol=1e-5, atol=1e-6)
+        check(encoder, frames(2, 0))
+    check(encoder, frames(2, 1))  # no second warning: the batch size is known to run uncaptured
     assert encoder.graphs == {2: False} and encoder.graph is None
+
+
+def test_a_binding_without_capture_runs_uncaptured_without_warnings(monkeypatch):
+    encoder = open_split(monkeypatch, captures=False)
+    for seed, count in enumerate([11, 3, 3]):
+        check(encoder, frames(count, seed))  # 11: chunks 8 and 3, no padding needed without graphs
+    assert encoder.graphs == {} and encoder.runner.memory.replays == 0
+    encoder.close()
+
+
+def test_buffers_hold_the_engines_smallest_batch(monkeypatch):
+    """A profile of 4 to 8 images and an encoder asked for batches of 2: every chunk is padded to 4 rows, so the
+    device buffers must hold 4 (the fake memory fails any access past a buffer's end)."""
+    encoder = open_split(monkeypatch, smallest=4, batch=2)
+    for seed, count in enumerate([1, 3, 5]):
+        check(encoder, frames(count, seed))
+    assert encoder.high == 4
+    encoder.close()
+
+
+def test_heads_that_do_not_fit_the_feature_map_are_refused(monkeypatch):
+    with pytest.raises(LpnEdgeError, match="feature map has 4 channels .* the heads take 6 channels"):
+        open_split(monkeypatch, head_channels=6)

@@ -8,20 +8,24 @@ Whichever of the two libraries works is used (cuda-python first, `cuda_memory(pr
 reported (`CudaMemory.name`) and recorded in the engine's sidecar. None working is a one-line error.
 
 For the runtime encoders (`gpu_encoders`) an instance also gives pinned (page-locked) host arrays, asynchronous
-copies on a stream, and CUDA graphs by stream capture (`capture` -> a replayable graph): a frame's copy in, the
-engine, the ring-pool kernel and the copy out are recorded once per batch size and replayed. Asynchronous copies
-from or to pageable memory are not capturable, which is why the encoders copy through pinned arrays only.
+copies on a stream, and with cuda-python CUDA graphs by stream capture (`capture` -> a replayable graph): a frame's
+copy in, the engine, the ring-pool kernel and the copy out are recorded once and replayed. pycuda has no
+stream-capture API (up to 2026.1), so `captures_graphs` is False there and the encoders run the same work
+uncaptured. Asynchronous copies from or to pageable memory are not capturable, which is why the encoders copy
+through pinned arrays only.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 
 import numpy as np
 
 from lpn_edge.errors import LpnEdgeError
 
-INSTALL_HINT = "pip install cuda-python (or pycuda; on Jetson: the python3-pycuda package)"
+INSTALL_HINT = ('pip install cuda-python (with a CUDA 12 driver: "cuda-python<13"), or pycuda (on Jetson: the '
+                "python3-pycuda package)")
 NEITHER = f"TensorRT needs cuda-python or pycuda for device buffers, and neither is installed: {INSTALL_HINT}"
 
 
@@ -40,6 +44,7 @@ class CudaMemory:
     """
 
     name = "none"
+    captures_graphs = True  # `capture` works (False: the binding has no stream capture)
 
     def __init__(self) -> None:
         self._live: set[int] = set()
@@ -83,8 +88,8 @@ class CudaMemory:
 
     def release(self, graph: object) -> None:
         """Destroy a graph made by `capture` now rather than at `close()`."""
-        self._graphs.remove(graph)
-        self._destroy_graph(graph)
+        index = next(i for i, held in enumerate(self._graphs) if held is graph)  # identity: handles may be equal
+        self._destroy_graph(self._graphs.pop(index))
 
     def close(self) -> None:
         """Free every allocation still live and destroy every stream this instance created (idempotent)."""
@@ -156,7 +161,7 @@ class CudaMemory:
         raise NotImplementedError
 
     def _capture(self, stream: int, record) -> object:
-        raise NotImplementedError
+        raise LpnEdgeError(f"{self.name} has no CUDA graph capture")
 
     def _destroy_graph(self, graph: object) -> None:
         raise NotImplementedError
@@ -177,6 +182,9 @@ class CudaPythonMemory(CudaMemory):
     def __init__(self) -> None:
         super().__init__()
         self.cudart = _cudart()
+        # Start the runtime now: a driver too old for these bindings (cuda-python 13 needs a CUDA 13 driver) or no
+        # device fails here, where `first_binding` can still fall back to pycuda, not at the first allocation.
+        self._check(self.cudart.cudaFree(0), "initialisation")
 
     def _check(self, result: tuple, what: str):
         error, *values = result
@@ -243,8 +251,13 @@ class CudaPythonMemory(CudaMemory):
         self._check(self.cudart.cudaStreamBeginCapture(handle, mode), "cudaStreamBeginCapture")
         try:
             record()
-        finally:
-            graph = self._check(self.cudart.cudaStreamEndCapture(handle), "cudaStreamEndCapture")
+        except BaseException:
+            # End the (now invalidated) capture and drop what it made; the caller sees record's own error.
+            error, graph = self.cudart.cudaStreamEndCapture(handle)
+            if error == self.cudart.cudaError_t.cudaSuccess and graph is not None:
+                self.cudart.cudaGraphDestroy(graph)
+            raise
+        graph = self._check(self.cudart.cudaStreamEndCapture(handle), "cudaStreamEndCapture")
         try:
             return self._check(self.cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         finally:
@@ -266,6 +279,7 @@ class CudaPythonMemory(CudaMemory):
 
 class PyCudaMemory(CudaMemory):
     name = "pycuda"
+    captures_graphs = False  # no Stream.begin_capture / Graph in pycuda's driver wrapper (checked up to 2026.1)
 
     def __init__(self) -> None:
         super().__init__()
@@ -318,24 +332,6 @@ class PyCudaMemory(CudaMemory):
     def _free_pinned(self, handle: object) -> None:
         handle.base.free()  # the HostAllocation behind the array; freed now, not when the array is collected
 
-    def _capture(self, stream: int, record) -> object:
-        # pycuda >= 2022.2 has stream capture (Stream.begin_capture / end_capture, Graph.instantiate)
-        handle = self._streams[stream]
-        if not hasattr(handle, "begin_capture"):
-            raise LpnEdgeError("this pycuda has no CUDA graph capture (pycuda >= 2022.2 has it)")
-        handle.begin_capture(self.driver.capture_mode.THREAD_LOCAL)
-        try:
-            record()
-        finally:
-            graph = handle.end_capture()
-        return graph.instantiate()
-
-    def _destroy_graph(self, graph: object) -> None:
-        del graph  # pycuda destroys the executable graph with its last reference
-
-    def replay(self, graph: object, stream: int) -> None:
-        graph.launch(self._streams[stream])
-
     def device_info(self) -> dict:
         device = self.driver.Context.get_device()
         major, minor = device.compute_capability()
@@ -355,8 +351,6 @@ def _cudart():
 
 def cuda_library() -> str:
     """"cuda-python" when NVIDIA's bindings are importable, else "pycuda"; a one-line error when neither is."""
-    import importlib.util
-
     find = importlib.util.find_spec
     if find("cuda") is not None and (find("cuda.bindings") is not None or find("cuda.cudart") is not None):
         return "cuda-python"
@@ -370,7 +364,10 @@ def cuda_device_count() -> int:
     CPU-only torch build sees no GPU on a GPU machine). One-line error when neither library is installed."""
     if cuda_library() == "cuda-python":
         error, count = _cudart().cudaGetDeviceCount()
-        return int(count) if error == _cudart().cudaError_t.cudaSuccess else 0
+        if error == _cudart().cudaError_t.cudaSuccess:
+            return int(count)
+        if importlib.util.find_spec("pycuda") is None:
+            return 0  # no driver, or one too old for these bindings: pycuda may still start, so ask it
     import pycuda.driver as driver
 
     try:

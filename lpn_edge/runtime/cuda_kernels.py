@@ -261,7 +261,14 @@ class CudaPythonBackend(Backend):
                                                          self.device))
         self.arch = f"sm_{major}{minor}"
         self.compiler = "nvrtc"
-        self.cuda_version = nvrtc_version()
+        try:
+            self.cuda_version = nvrtc_version()
+        except LpnEdgeError:
+            raise
+        except Exception as error:  # noqa: BLE001 - cuda-python reports a missing libnvrtc in its own types
+            raise LpnEdgeError(f"cuda-python cannot load NVRTC, which compiles the ring-pool kernel "
+                               f"({type(error).__name__}: {str(error)[:200]}); pip install \"cuda-python[all]\" or "
+                               "install the CUDA toolkit") from None
         self.options = (f"--std={STD_OPTION}",)
         self._keep: list = []  # module images must outlive cuModuleLoadData
 

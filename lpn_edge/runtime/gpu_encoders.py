@@ -12,9 +12,9 @@ by the CUDA ring-pool kernel on the device.
                         A graph holds the execution context at the input shape it was captured with, so there is one
                         graph at a time: a call with another batch size runs eagerly (which sets the new shape) and
                         is captured anew, as Torch-TensorRT re-records on a shape change. If capture fails (an engine
-                        TensorRT cannot capture, a pycuda without capture support), the encoder says so once per
-                        batch size (a RuntimeWarning naming the reason) and runs that size uncaptured; `graphs` tells
-                        per batch size which way it runs.
+                        TensorRT cannot capture), the encoder says so once per batch size (a RuntimeWarning naming
+                        the reason) and runs that size uncaptured; `graphs` tells per batch size which way it runs.
+                        With pycuda, which has no stream capture, everything runs uncaptured, without a warning.
   OnnxSplitGpuEncoder   a split backbone graph on ONNX Runtime's CUDA (or TensorRT) provider with IO binding: the
                         feature map stays in the OrtValue bound on the device, the kernel reads it there by address.
                         No CUDA graph here: ONNX Runtime runs the graph on its own stream and synchronises at the end
@@ -85,6 +85,15 @@ class EngineEncoder(ArrayEncoder):
         self.runner.memory.close()
 
 
+def _check_heads_fit(kernel, channels: int, dim: int) -> None:
+    """The kernel reads `channels` maps and writes `dim` floats per image: a mismatch would run past a device
+    buffer, so it is an error before anything runs."""
+    if channels != kernel.channels or dim != kernel.bottleneck * kernel.parts:
+        raise LpnEdgeError(f"the split heads do not fit the backbone: its feature map has {channels} channels and the "
+                           f"embedding {dim} values; the heads take {kernel.channels} channels and give "
+                           f"{kernel.bottleneck} x {kernel.parts} parts")
+
+
 def _kernel(heads: dict[str, np.ndarray], meta: dict, memory=None):
     """The ring-pool kernel with the split heads, on `memory` (a `CudaMemory`, shared with the engine), or on a
     memory of its own (None: whichever binding starts)."""
@@ -101,16 +110,18 @@ class TrtSplitGpuEncoder(ArrayEncoder):
         self.runner, self.metadata = runner, meta
         memory = runner.memory
         self.low, high = runner.batch_range
-        self.high = min(high, batch) if batch else high
+        # Every chunk has at least `low` rows (a short one is padded), so the buffers hold at least that many.
+        self.high = max(self.low, min(high, batch)) if batch else high
         self.kernel = _kernel(heads, meta, memory)
-        self.kernel.reserve(self.high)
         if runner.output_dtype not in DTYPE_CODES:
             raise LpnEdgeError(f"the backbone engine outputs {runner.output_dtype}; the ring-pool kernel takes float16 "
                                "or float32 feature maps")
         self.map_dtype = DTYPE_CODES[runner.output_dtype]
-        tail = runner.output_tail
-        self.map_hw = (tail[1], tail[2]) if runner.output_layout == "nchw" else (tail[0], tail[1])
+        # TensorRT reports the logical (C, h, w) shape whatever the memory layout (LINEAR or HWC).
+        channels, *self.map_hw = runner.output_tail
         self.dim = int(meta["embedding_dim"])
+        _check_heads_fit(self.kernel, channels, self.dim)
+        self.kernel.reserve(self.high)
         self.device_embedding = memory.alloc(self.high * self.dim * 4)
         self.host_embedding = memory.pinned((self.high, self.dim), np.float32)
         self.kernel_stream = self.kernel.backend.stream(runner.stream)
@@ -138,7 +149,7 @@ class TrtSplitGpuEncoder(ArrayEncoder):
         # input shape, and TensorRT's deferred set-up for it happens outside the capture.
         self._record(rows)
         memory.synchronize(runner.stream)
-        if self.graphs.get(rows, True):
+        if memory.captures_graphs and self.graphs.get(rows, True):
             self._capture(rows)
         return self.host_embedding[:rows].copy()
 
@@ -159,7 +170,10 @@ class TrtSplitGpuEncoder(ArrayEncoder):
     def run(self, images: np.ndarray) -> np.ndarray:
         from lpn_edge.runtime.batching import run_in_batches
 
-        return run_in_batches(self._chunk, images.astype(self.runner.input_dtype, copy=False), self.low, self.high)
+        # Over several chunks the short last one is padded to the full size: one batch size, one graph, instead
+        # of a new capture for the remainder and another for the next call's first chunk.
+        smallest = self.high if len(images) > self.high and self.runner.memory.captures_graphs else self.low
+        return run_in_batches(self._chunk, images.astype(self.runner.input_dtype, copy=False), smallest, self.high)
 
     def close(self) -> None:
         self.kernel.close()
@@ -186,6 +200,7 @@ class OnnxSplitGpuEncoder(ArrayEncoder):
         if dtype is None:
             raise LpnEdgeError(f"the backbone graph outputs {feature_map.data_type()}; the ring-pool kernel takes "
                                "float16 or float32 feature maps")
+        _check_heads_fit(self.kernel, feature_map.shape()[1], self.dim)
         height, width = feature_map.shape()[2:4]
         self.kernel.pool_and_embed_device(feature_map.data_ptr(), rows, height, width, self.device_embedding,
                                           dtype=dtype, layout="nchw")

@@ -118,6 +118,7 @@ class EngineRunner:
         `host_output[:rows]`. Asynchronous: `memory.synchronize(stream)` before reading the host output."""
         self.set_rows(rows)
         self.memory.to_device_async(self.device_input, self.host_input[:rows], self.stream)
+        self.logger.errors.clear()  # a failure reports its own errors, not those of an earlier call
         if not self.context.execute_async_v3(self.stream):
             raise LpnEdgeError(f"TensorRT execution failed: {'; '.join(self.logger.errors)[:300]}")
         if copy_out:

@@ -562,6 +562,8 @@ def bench(
     device: str = typer.Option("auto", "--device", help="auto (CPU rows, and GPU rows when torch sees a GPU), "
                                                          "cpu, or cuda (GPU rows only)."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON document instead of the table."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the JSON document to this file, after every "
+                                    "part (a run cut short keeps the parts it finished)."),
 ):
     """Time encoding, ring pooling, matching and the locate loop per frame against the reference in the same run
     (trtexec-style statistics: min, median, mean, p90, p99, throughput; ratios to the reference). Progress on
@@ -578,8 +580,21 @@ def bench(
                            threads=_int_list("--threads", threads), iters=iters, warmup=warmup,
                            gallery_size=gallery_size, queries=_int_list("--queries", queries),
                            skip=frozenset(p.strip() for p in skip.split(",") if p.strip()), data=data, device=device)
-    document = run_bench(options, progress=lambda text: typer.echo(text, err=True))
+    if out is not None and not out.parent.is_dir():
+        raise LpnEdgeError(f"--out {out}: the folder {out.parent} does not exist")
+
+    def write(document: dict) -> None:
+        from lpn_edge.fileio import atomic_write_text
+
+        atomic_write_text(out, json.dumps(document, indent=2) + "\n")
+
+    document = run_bench(options, progress=lambda text: typer.echo(text, err=True),
+                         after_part=write if out is not None else None)
     typer.echo(json.dumps(document, indent=2) if json_out else table(document))
+    if document["failed"]:
+        typer.echo(f"error: bench part(s) {', '.join(f['part'] for f in document['failed'])} failed (listed above)",
+                   err=True)
+        raise typer.Exit(1)
 
 
 def _register_stage_commands() -> None:

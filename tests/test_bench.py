@@ -63,7 +63,7 @@ def test_bench_json_on_a_tiny_model(tmp_path):
                                       "--queries", "1,3", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert set(document) == {"machine", "options", "results", "skipped"}
+    assert set(document) == {"machine", "options", "results", "skipped", "failed"} and document["failed"] == []
     assert {"cpu", "cpus", "date", "commit", "load_average_start", "load_average_end"} <= set(document["machine"])
     rows = document["results"]
     assert {row["part"] for row in rows} == {"encode", "pool", "match", "locate"}
@@ -115,6 +115,33 @@ def test_bench_table_and_skip(tmp_path):
     assert "skipped  pool: all: --skip" in result.stdout
     bad = CliRunner().invoke(app, ["bench", "--model", str(onnx_path), "--batch", "1,x"])
     assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+
+
+def test_a_failing_part_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    """On a lent GPU one untried path must not take every figure with it: the failure is listed, the parts after
+    it run, --out holds the document after every part, and the exit status says something failed."""
+    from export_helpers import make_checkpoint
+
+    import lpn_edge.bench.pool as pool
+
+    def broken(options, results, progress):
+        results.add("pool", "first row", {"median_ms": 1.0})
+        raise RuntimeError("cuLaunchKernel failed: CUDA_ERROR_INVALID_VALUE\nmore detail")
+
+    monkeypatch.setattr(pool, "run", broken)
+    ckpt = make_checkpoint(tmp_path / "tiny.pt", samples=4)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--model", str(ckpt), "--iters", "2", "--warmup", "0",
+                                      "--gallery-size", "200", "--queries", "1", "--skip", "encode,locate,train",
+                                      "--device", "cpu", "--json", "--out", str(out)])
+    assert result.exit_code == 1 and "bench part(s) pool failed" in result.stderr
+    document = json.loads(result.stdout)
+    assert document["failed"] == [{"part": "pool", "error": "RuntimeError: cuLaunchKernel failed: "
+                                                             "CUDA_ERROR_INVALID_VALUE"}]
+    assert {row["part"] for row in document["results"]} == {"pool", "match"}  # pool's finished row is kept
+    assert json.loads(out.read_text()) == document
+    missing = CliRunner().invoke(app, ["bench", "--model", str(ckpt), "--out", str(tmp_path / "no" / "b.json")])
+    assert missing.exit_code == 2 and "the folder" in missing.output and "does not exist" in missing.output
 
 
 def test_split_graph_is_benchmarked_as_the_runtime_runs_it(tmp_path):

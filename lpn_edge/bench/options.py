@@ -120,21 +120,38 @@ def cuda_or_reason(device: str):
     return torch, None
 
 
-def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda text: None) -> dict:
-    """Run the parts of `options` not skipped; the JSON document (see the package docstring)."""
+def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda text: None,
+              after_part: Callable[[dict], None] | None = None) -> dict:
+    """Run the parts of `options` not skipped; the JSON document (see the package docstring).
+
+    A part that fails keeps the rows it had added, is listed under "failed" with the error, and the next part
+    runs: one failure in a long run (on a lent GPU, say) does not take every figure with it. `after_part` gets
+    the document as it stands after each part (`lpn-edge bench --out` writes it), so a run killed by a timeout
+    still leaves the parts it finished.
+    """
     from lpn_edge.bench import machine
 
     if options.device == "cuda":
         cuda_or_reason("cuda")  # no CUDA device: one line now, not after the CPU-free parts have run
     results = Results()
-    document = {"machine": machine.describe(), "options": options.to_json()}
+    document = {"machine": machine.describe(), "options": options.to_json(), "results": results.rows,
+                "skipped": results.skipped, "failed": []}
     for part in PARTS:
         if part in options.skip:
             results.skip(part, "all", "--skip")
             continue
         progress(f"{part}: starting (load average {machine.load_average()})")
         module = __import__(f"lpn_edge.bench.{part}", fromlist=["run"])
-        module.run(options, results, progress)
+        try:
+            module.run(options, results, progress)
+        except Exception as error:  # noqa: BLE001 - any error of a part is reported, and the other parts run
+            reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
+            document["failed"].append({"part": part, "error": reason})
+            progress(f"{part}: failed ({reason}); the other parts go on")
+        document["machine"]["load_average_end"] = machine.load_average()
+        if after_part is not None:
+            after_part(document)
     document["machine"]["load_average_end"] = machine.load_average()
-    document["results"], document["skipped"] = results.rows, results.skipped
+    if after_part is not None:
+        after_part(document)  # the whole document, skipped parts at the end included
     return document

@@ -49,4 +49,6 @@ def table(document: dict) -> str:
     lines.append("times in ms; ratio = median / the reference's median in the same run (< 1: faster)")
     for skipped in document["skipped"]:
         lines.append(f"skipped  {skipped['part']}: {skipped['what']}: {skipped['reason']}")
+    for failed in document.get("failed", []):
+        lines.append(f"FAILED   {failed['part']}: {failed['error']} (its rows above are those it finished)")
     return "\n".join(lines)

@@ -139,14 +139,16 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
             results.skip("encode", m.name, f"TensorRT engines run on a GPU: {no_gpu}")
 
 
-def accuracy_of(subject: Subject, accuracy, reference_accuracy) -> dict | None:
+def accuracy_of(run, name: str, precision: str, accuracy, reference_accuracy) -> dict | None:
+    """Cosine and top-1 agreement of `run` ((N, 3, H, W) float32 -> (N, D) embeddings) against the CPU eager fp32
+    embeddings of the accuracy images; None without them."""
     if accuracy is None:
         return None
     from lpn_edge.export.parity import compare
 
-    candidate = np.concatenate([subject.run(accuracy.images[i:i + 8]) for i in range(0, len(accuracy.images), 8)])
-    figures = compare(reference_accuracy, candidate, accuracy.queries, artifact=subject.path.name, backend="bench",
-                      precision=subject.precision, image_set=accuracy.name, reference_name=REFERENCE)
+    candidate = np.concatenate([run(accuracy.images[i:i + 8]) for i in range(0, len(accuracy.images), 8)])
+    figures = compare(reference_accuracy, candidate, accuracy.queries, artifact=name, backend="bench",
+                      precision=precision, image_set=accuracy.name, reference_name=REFERENCE)
     return {"image_set": figures.image_set, "images": figures.images, "min_cosine": figures.min_cosine,
             "mean_cosine": figures.mean_cosine, "top1_agreement": figures.top1_agreement}
 
@@ -163,7 +165,8 @@ def cpu_part(options, results, progress, torch, model, onnx, encoders, images, a
             torch.set_num_threads(threads)
         for subject in subjects:
             if subject.path not in accuracies:
-                accuracies[subject.path] = accuracy_of(subject, accuracy, reference_accuracy)
+                accuracies[subject.path] = accuracy_of(subject.run, subject.path.name, subject.precision, accuracy,
+                                                       reference_accuracy)
         for batch in options.batch:
             batch_images = images[:batch]
             functions = {}

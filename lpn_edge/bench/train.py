@@ -16,7 +16,6 @@ from lpn_edge.bench.options import BenchOptions, Results, cuda_or_reason
 from lpn_edge.bench.stats import measure, summarise
 
 REFERENCE = "reference loop (eager fp32)"
-VIEWS = ("satellite", "drone", "ground")
 
 
 def steps(torch, config, images, labels, device, precision):
@@ -52,6 +51,7 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
         return
     from lpn_edge.bench.artifacts import find_reference
     from lpn_edge.checkpoint import checkpoint_config, read_checkpoint
+    from lpn_edge.model.lpn import view_branches
     from lpn_edge.train.loop import _precision
 
     reference_path = find_reference(options)
@@ -61,24 +61,29 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     config = checkpoint_config(read_checkpoint(reference_path), reference_path)
     device = torch.device("cuda")
     precision = _precision(config.train.precision, device)
+    views = tuple(view_branches(config.model))  # the model's own views: a two-view model has no drone
+    tf32 = {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
     for batch in sorted({8, *options.batch}):
         if batch < 2:
             continue  # BatchNorm1d cannot train on one item
         size = config.model.image_size
-        images = {view: torch.randn(batch, 3, *size, device=device) for view in VIEWS[:config.model.views]}
-        labels = torch.randint(0, config.model.num_classes, (batch,), device=device)
-        reference_step, our_step = steps(torch, config, images, labels, device, precision)
-        images_per_step = batch * len(images)
         name = f"lpn-edge step ({precision.name}, channels_last)"
-        progress(f"train: batch {batch} x {len(images)} views: {REFERENCE}, {name}")
+        progress(f"train: batch {batch} x {len(views)} views: {REFERENCE}, {name}")
         try:
+            images = {view: torch.randn(batch, 3, *size, device=device) for view in views}
+            labels = torch.randint(0, config.model.num_classes, (batch,), device=device)
+            reference_step, our_step = steps(torch, config, images, labels, device, precision)
             times = measure({REFERENCE: reference_step, name: our_step}, options.iters, options.warmup,
                             sync=torch.cuda.synchronize)
         except torch.cuda.OutOfMemoryError:
-            results.skip("train", f"batch {batch}", "out of GPU memory")
+            results.skip("train", f"batch {batch} and larger", "out of GPU memory")
             break
+        finally:
+            # the models, optimisers and inputs of this batch size go before the next one is built
+            images = labels = reference_step = our_step = None
+            torch.cuda.empty_cache()
+        images_per_step = batch * len(views)
         reference = results.add("train", REFERENCE, summarise(times[REFERENCE], images_per_step), device="cuda",
-                                batch=batch, views=len(images), reference_row=True)
+                                batch=batch, views=len(views), tf32=tf32, reference_row=True)
         results.add("train", name, summarise(times[name], images_per_step), reference=reference, device="cuda",
-                    batch=batch, views=len(images))
-        torch.cuda.empty_cache()  # the next batch size builds its models afresh
+                    batch=batch, views=len(views))

@@ -52,6 +52,9 @@ def test_options_refuse_bad_values(tmp_path):
         BenchOptions(iters=0)
     with pytest.raises(LpnEdgeError, match="does not exist"):
         BenchOptions(models=(tmp_path / "absent.onnx",))
+    (tmp_path / "model.plan").write_bytes(b"an engine by another tool's name")
+    with pytest.raises(LpnEdgeError, match=r"model\.plan: cannot tell what \.plan is; expected one of \.onnx"):
+        BenchOptions(models=(tmp_path / "model.plan",))
 
 
 def test_bench_json_on_a_tiny_model(tmp_path):

@@ -9,7 +9,7 @@ from lpn_edge.bench.options import BenchOptions
 from lpn_edge.errors import LpnEdgeError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ENGINE_SUFFIXES = (".engine",)  # what `open_encoder` opens as a TensorRT engine
 
 
 def artifact_info(path: Path) -> dict:

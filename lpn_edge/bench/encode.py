@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lpn_edge.bench.accuracy import REFERENCE, accuracy_images, accuracy_of
 from lpn_edge.bench.artifacts import (
     CHECKPOINT_SUFFIXES,
     ENGINE_SUFFIXES,
@@ -32,8 +33,6 @@ from lpn_edge.bench.options import BenchOptions, Results, cuda_or_reason, torch_
 from lpn_edge.bench.stats import measure, summarise
 from lpn_edge.errors import LpnEdgeError
 
-ACCURACY_QUERIES, ACCURACY_GALLERY = 16, 48
-REFERENCE = "pytorch eager fp32"
 SETTLE_SECONDS = 0.1  # pause between interleaved multi-threaded calls, so one pool's spinning stops first (stats)
 
 
@@ -57,18 +56,6 @@ def image_size(options: BenchOptions, reference_config) -> tuple[int, int]:
         if size:
             return tuple(size)
     raise LpnEdgeError("cannot tell the input size: give a checkpoint (--model or --reference) or lpn-edge artifacts")
-
-
-def accuracy_images(options: BenchOptions, size: tuple[int, int]):
-    from lpn_edge.export.parity import random_set, real_set
-
-    if options.data is not None:
-        found = real_set(options.data, size, ACCURACY_QUERIES, ACCURACY_GALLERY)
-        if found is None:
-            raise LpnEdgeError(f"--data {options.data}: needs drone/ and satellite/ with at least "
-                               f"{ACCURACY_QUERIES} and {ACCURACY_GALLERY - ACCURACY_QUERIES} images")
-        return found
-    return random_set(size, ACCURACY_QUERIES, ACCURACY_GALLERY)
 
 
 def open_onnx_cpu(path: Path, threads: int, tuned: bool) -> Subject:
@@ -137,20 +124,6 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     for m in artifacts:
         if m.suffix in ENGINE_SUFFIXES and gpu_torch is None:
             results.skip("encode", m.name, f"TensorRT engines run on a GPU: {no_gpu}")
-
-
-def accuracy_of(run, name: str, precision: str, accuracy, reference_accuracy) -> dict | None:
-    """Cosine and top-1 agreement of `run` ((N, 3, H, W) float32 -> (N, D) embeddings) against the CPU eager fp32
-    embeddings of the accuracy images; None without them."""
-    if accuracy is None:
-        return None
-    from lpn_edge.export.parity import compare
-
-    candidate = np.concatenate([run(accuracy.images[i:i + 8]) for i in range(0, len(accuracy.images), 8)])
-    figures = compare(reference_accuracy, candidate, accuracy.queries, artifact=name, backend="bench",
-                      precision=precision, image_set=accuracy.name, reference_name=REFERENCE)
-    return {"image_set": figures.image_set, "images": figures.images, "min_cosine": figures.min_cosine,
-            "mean_cosine": figures.mean_cosine, "top1_agreement": figures.top1_agreement}
 
 
 def cpu_part(options, results, progress, torch, model, onnx, encoders, images, accuracy,

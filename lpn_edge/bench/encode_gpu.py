@@ -9,7 +9,7 @@ Rows, each at every --batch size (DESIGN.md section 8 anchors: batch 1 and 64):
              side stream, then `graph.replay()`): what generic PyTorch tools give;
   ONNX Runtime CUDA provider per ONNX artifact: `session.run` from host numpy (host copies) and I/O binding to
              device buffers that stay bound between calls (no host copies);
-  TensorRT engine per .engine/.plan: the runtime's encoder from host numpy (host copies: copy in, execute, copy
+  TensorRT engine per .engine: the runtime's encoder from host numpy (host copies: copy in, execute, copy
              out) and `execute_async_v3` on its runner's buffers, filled once (no copies); one deserialised engine.
 Every row but the no-copies ones carries its accuracy on the accuracy images (cosine, top-1 agreement) against the
 CPU eager fp32 embeddings, as the CPU rows do: a fast row that computes the wrong thing shows it. A split graph
@@ -29,8 +29,8 @@ REFERENCE = "pytorch eager fp32 (cuda)"
 
 def gpu_part(options, results, progress, torch, reference_path, artifacts, images, accuracy,
              reference_accuracy) -> None:
+    from lpn_edge.bench.accuracy import accuracy_of
     from lpn_edge.bench.artifacts import ENGINE_SUFFIXES, reference_model
-    from lpn_edge.bench.encode import accuracy_of
 
     model = None
     if reference_path is not None:

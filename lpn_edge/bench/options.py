@@ -13,7 +13,7 @@ PARTS = ("encode", "pool", "match", "locate", "train")
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """models: runtime artifacts (.onnx, .engine/.plan) and/or lpn-edge checkpoints (.pt); the first checkpoint
+    """models: runtime artifacts (.onnx, .engine, .pt2, .npz) and/or lpn-edge checkpoints (.pt); the first checkpoint
     (or `reference`, or the checkpoint an artifact was exported from, found beside it) is the reference.
     batch / threads: the sizes and CPU thread counts measured (threads apply to ONNX Runtime and to torch alike).
     gallery_size: rows of the synthetic matching gallery; dim: its width (default: the model's embedding).
@@ -56,9 +56,15 @@ class BenchOptions:
             values = getattr(self, name)
             if not values or min(values) < 1:
                 raise LpnEdgeError(f"--{name} needs positive integers, got {','.join(map(str, values)) or 'none'}")
+        from lpn_edge.runtime.encoders import SUFFIXES
+
+        accepted = (*SUFFIXES, ".pth")  # what the runtime opens, and the authors' checkpoint suffix
         for model in self.models:
             if not model.exists():
                 raise LpnEdgeError(f"--model {model} does not exist")
+            if model.suffix.lower() not in accepted:
+                raise LpnEdgeError(f"--model {model}: cannot tell what {model.suffix or 'a file without suffix'} is; "
+                                   f"expected one of {', '.join(accepted)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise LpnEdgeError(f"--device must be auto, cpu or cuda; got {self.device!r}")
 

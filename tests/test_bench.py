@@ -186,6 +186,20 @@ def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path, monkeypatch):
     assert not BenchOptions(device="cuda").cpu_rows and BenchOptions(device="auto").cpu_rows
 
 
+def test_largest_batch_doubles_until_a_step_no_longer_fits():
+    from lpn_edge.bench.train import largest_batch
+
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        return batch <= 100
+
+    assert largest_batch(fits, 8) == 64 and tried == [16, 32, 64, 128]
+    assert largest_batch(lambda batch: True, 8, limit=32) == 32
+    assert largest_batch(lambda batch: False, 24) == 24  # the start is known to fit
+
+
 def test_slicing_reference_computes_the_ring_pooling():
     import torch
 

@@ -1,8 +1,9 @@
 """Training step throughput on the GPU (images per second): the project's step (`train.loop.forward_batch` with the
 precision `auto` picks, channels_last, SGD from `train.recipe`) against the reference loop (the authors' train.py:
 eager fp32, NCHW, three views, per-part cross-entropy summed, SGD with Nesterov momentum), same model, same
-synthetic batch already on the device, at the authors' batch of 8 and at each --batch. The data pipeline is
-measured separately (benchmarks/bench_train_pipeline.py).
+synthetic batch already on the device, at the authors' batch of 8, at each --batch, and at the largest batch at
+which one step of both loops fits in GPU memory (the largest listed, doubled until a step runs out of memory;
+`largest_batch`). The data pipeline is measured separately (benchmarks/bench_train_pipeline.py).
 
 On a CPU this part is skipped: a ResNet-50 step there takes seconds per image, and the CPU demo recipe's figures
 (data pipeline vs model step) come from benchmarks/bench_train_pipeline.py.
@@ -63,27 +64,51 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     precision = _precision(config.train.precision, device)
     views = tuple(view_branches(config.model))  # the model's own views: a two-view model has no drone
     tf32 = {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
-    for batch in sorted({8, *options.batch}):
-        if batch < 2:
-            continue  # BatchNorm1d cannot train on one item
-        size = config.model.image_size
-        name = f"lpn-edge step ({precision.name}, channels_last)"
-        progress(f"train: batch {batch} x {len(views)} views: {REFERENCE}, {name}")
+    name = f"lpn-edge step ({precision.name}, channels_last)"
+
+    def build(batch: int):
+        images = {view: torch.randn(batch, 3, *config.model.image_size, device=device) for view in views}
+        labels = torch.randint(0, config.model.num_classes, (batch,), device=device)
+        return steps(torch, config, images, labels, device, precision)
+
+    def fits(batch: int) -> bool:
+        """Whether one step of each loop runs at `batch` (what it built is freed either way)."""
         try:
-            images = {view: torch.randn(batch, 3, *size, device=device) for view in views}
-            labels = torch.randint(0, config.model.num_classes, (batch,), device=device)
-            reference_step, our_step = steps(torch, config, images, labels, device, precision)
+            for step in build(batch):
+                step()
+            torch.cuda.synchronize()
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            torch.cuda.empty_cache()
+
+    listed = sorted(b for b in {8, *options.batch} if b >= 2)  # BatchNorm1d cannot train on one item
+    largest = largest_batch(fits, listed[-1]) if fits(listed[-1]) else None
+    for batch in sorted({*listed, *([largest] if largest else [])}):
+        label = " (the largest that fits, powers of two)" if batch == largest else ""
+        progress(f"train: batch {batch}{label} x {len(views)} views: {REFERENCE}, {name}")
+        try:
+            reference_step, our_step = build(batch)
             times = measure({REFERENCE: reference_step, name: our_step}, options.iters, options.warmup,
                             sync=torch.cuda.synchronize)
         except torch.cuda.OutOfMemoryError:
             results.skip("train", f"batch {batch} and larger", "out of GPU memory")
             break
         finally:
-            # the models, optimisers and inputs of this batch size go before the next one is built
-            images = labels = reference_step = our_step = None
+            reference_step = our_step = None  # this batch size's models go before the next one is built
             torch.cuda.empty_cache()
         images_per_step = batch * len(views)
-        reference = results.add("train", REFERENCE, summarise(times[REFERENCE], images_per_step), device="cuda",
-                                batch=batch, views=len(views), tf32=tf32, reference_row=True)
-        results.add("train", name, summarise(times[name], images_per_step), reference=reference, device="cuda",
-                    batch=batch, views=len(views))
+        details = {"device": "cuda", "batch": batch, "views": len(views), "largest_that_fits": batch == largest}
+        reference = results.add("train", REFERENCE, summarise(times[REFERENCE], images_per_step), tf32=tf32,
+                                reference_row=True, **details)
+        results.add("train", name, summarise(times[name], images_per_step), reference=reference, **details)
+
+
+def largest_batch(fits: Callable[[int], bool], start: int, limit: int = 4096) -> int:
+    """The largest power-of-two multiple of `start` (up to `limit`) at which `fits` holds, given that it holds at
+    `start`: doubling until it fails (the memory a step needs grows with the batch)."""
+    batch = start
+    while batch * 2 <= limit and fits(batch * 2):
+        batch *= 2
+    return batch

@@ -10,6 +10,11 @@ import contextlib
 from collections.abc import Iterator
 
 
+def tf32_flags(torch) -> dict[str, bool]:
+    """Whether cuDNN convolutions and CUDA matmuls may use TF32 now: what an "fp32" figure on a GPU ran with."""
+    return {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
+
+
 @contextlib.contextmanager
 def exact_fp32() -> Iterator[None]:
     """Disable TF32 in cuDNN convolutions and CUDA matmuls for the block (the caller's flags restored afterwards)."""

@@ -14,10 +14,11 @@ reference it is compared with (interleaved call by call, see `stats.measure`), a
     report      the table (stdout), the JSON document
     profile     (apart from the run) ONNX Runtime's per-node profile of a graph by operator and conv shape, with the
                 floor every conv at the fastest shape's rate allows: why a CPU target is missed
-`run_bench(options, progress)` runs the parts not skipped and returns the JSON document: `machine`, `options`,
-`results` (one row per figure: part, name, batch, threads, stats, reference, ratio, floor, accuracy) and `skipped`
-(part, what, reason). Parts that need what is missing (torch, a GPU, TensorRT, FAISS) are listed in `skipped` with
-the reason, never silently left out.
+`run_bench(options, progress, after_part)` runs the parts not skipped and returns the JSON document: `machine`,
+`options`, `results` (one row per figure: part, name, batch, threads, stats, reference, ratio, floor, accuracy),
+`skipped` (part, what, reason) and `failed` (part, error: a part that raised, after which the others still ran).
+Parts that need what is missing (torch, a GPU, TensorRT, FAISS) are listed in `skipped` with the reason, never
+silently left out; `after_part` gets the document after every part (`lpn-edge bench --out`).
 """
 
 from __future__ import annotations

@@ -82,6 +82,8 @@ def _on_gpu(torch, module, view: str, half: bool = False):
 
 
 def _time_batches(options, results, progress, torch, model, half, opened, images, check) -> None:
+    from lpn_edge.precision import tf32_flags
+
     sync = torch.cuda.synchronize
     accuracies: dict[str, dict | None] = {}
     if model is not None:
@@ -90,7 +92,7 @@ def _time_batches(options, results, progress, torch, model, half, opened, images
                                                                       "eager fp16", "fp16")
     for name, artifact in opened:
         accuracies[f"{name} (host copies)"] = check(artifact.encoder.embed, name, artifact.encoder.info.precision)
-    tf32 = {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
+    tf32 = tf32_flags(torch)
     for batch in options.batch:
         host = np.ascontiguousarray(images[:batch]) if batch <= len(images) else \
             np.random.default_rng(batch).standard_normal((batch, *images.shape[1:]), dtype=np.float32)

@@ -53,6 +53,7 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     from lpn_edge.bench.artifacts import find_reference
     from lpn_edge.checkpoint import checkpoint_config, read_checkpoint
     from lpn_edge.model.lpn import view_branches
+    from lpn_edge.precision import tf32_flags
     from lpn_edge.train.loop import _precision
 
     reference_path = find_reference(options)
@@ -63,7 +64,7 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
     device = torch.device("cuda")
     precision = _precision(config.train.precision, device)
     views = tuple(view_branches(config.model))  # the model's own views: a two-view model has no drone
-    tf32 = {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
+    tf32 = tf32_flags(torch)
     name = f"lpn-edge step ({precision.name}, channels_last)"
 
     def build(batch: int):
@@ -73,14 +74,17 @@ def run(options: BenchOptions, results: Results, progress: Callable[[str], None]
 
     def fits(batch: int) -> bool:
         """Whether one step of each loop runs at `batch` (what it built is freed either way)."""
+        built = None
         try:
-            for step in build(batch):
+            built = build(batch)
+            for step in built:
                 step()
             torch.cuda.synchronize()
             return True
         except torch.cuda.OutOfMemoryError:
             return False
         finally:
+            built = step = None  # the models go before the cache is emptied
             torch.cuda.empty_cache()
 
     listed = sorted(b for b in {8, *options.batch} if b >= 2)  # BatchNorm1d cannot train on one item

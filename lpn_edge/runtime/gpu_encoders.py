@@ -141,16 +141,16 @@ class TrtSplitGpuEncoder(ArrayEncoder):
     def _chunk(self, chunk: np.ndarray) -> np.ndarray:
         runner, memory, rows = self.runner, self.runner.memory, len(chunk)
         runner.host_input[:rows] = chunk
-        if self.graph is not None and self.graph[0] == rows and runner.rows == rows:
+        replay = self.graph is not None and self.graph[0] == rows and runner.rows == rows
+        if replay:
             memory.replay(self.graph[1], runner.stream)
-            memory.synchronize(runner.stream)
-            return self.host_embedding[:rows].copy()
-        # A new batch size (or a context whose shape another caller changed) runs eagerly first: that sets the
-        # input shape, and TensorRT's deferred set-up for it happens outside the capture.
-        self._record(rows)
+        else:
+            # A new batch size (or a context whose shape another caller changed) runs eagerly first: that sets the
+            # input shape, and TensorRT's deferred set-up for it happens outside the capture that follows.
+            self._record(rows)
         memory.synchronize(runner.stream)
-        if memory.captures_graphs and self.graphs.get(rows, True):
-            self._capture(rows)
+        if not replay and memory.captures_graphs and self.graphs.get(rows, True):
+            self._capture(rows)  # records the path for the next calls; runs nothing, the output stays
         return self.host_embedding[:rows].copy()
 
     def _capture(self, rows: int) -> None:
